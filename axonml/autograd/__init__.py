@@ -1,0 +1,31 @@
+"""Layer 2: autograd (Function, the backward engine, grad mode, hooks, checkpointing, autocast)."""
+
+from .engine import AccumulateGrad, run_backward
+from .function import Function, Node, once_differentiable
+from .grad_mode import enable_grad, inference_mode, is_grad_enabled, is_inference_mode_enabled, no_grad, set_grad_enabled
+from .variable import TensorBase, make_tensor, register_tensor_class
+
+__all__ = [
+    "AccumulateGrad",
+    "Function",
+    "Node",
+    "TensorBase",
+    "enable_grad",
+    "inference_mode",
+    "is_grad_enabled",
+    "is_inference_mode_enabled",
+    "make_tensor",
+    "no_grad",
+    "once_differentiable",
+    "register_tensor_class",
+    "run_backward",
+    "set_grad_enabled",
+]
+
+from .autocast import autocast, is_autocast_enabled  # noqa: E402
+
+__all__ += ["autocast", "is_autocast_enabled"]
+
+from .gradcheck import gradcheck  # noqa: E402
+
+__all__ += ["gradcheck"]

@@ -1,0 +1,32 @@
+"""Layer 1: devices, dtypes and promotion, memory statistics."""
+
+from . import dtypes
+from .devices import (
+    Device,
+    as_device,
+    cpu,
+    cuda_available,
+    cuda_device_count,
+    get_array_module,
+    memory_stats,
+    reset_peak_memory_stats,
+)
+from .dtypes import DType, get_default_dtype, get_dtype, promote_types, result_type, set_default_dtype
+
+__all__ = [
+    "DType",
+    "Device",
+    "as_device",
+    "cpu",
+    "cuda_available",
+    "cuda_device_count",
+    "dtypes",
+    "get_array_module",
+    "get_default_dtype",
+    "get_dtype",
+    "memory_stats",
+    "promote_types",
+    "reset_peak_memory_stats",
+    "result_type",
+    "set_default_dtype",
+]

@@ -1,0 +1,19 @@
+"""Devices: the array module registry (``cpu`` = NumPy, ``cuda`` = CuPy, lazily).
+
+Every op dispatches through ``device.xp``; no code outside this package special-cases
+NumPy versus CuPy.
+"""
+
+from .device import Device, as_device, cpu, cuda_available, cuda_device_count, get_array_module
+from .memory import memory_stats, reset_peak_memory_stats
+
+__all__ = [
+    "Device",
+    "as_device",
+    "cpu",
+    "cuda_available",
+    "cuda_device_count",
+    "get_array_module",
+    "memory_stats",
+    "reset_peak_memory_stats",
+]

@@ -1,0 +1,754 @@
+"""Core ops: arithmetic with broadcasting, matmul, sum/mean, reshape/permute/expand
+views, and the in-place arithmetic family.
+
+Note on the pattern every op module follows: one ``Function`` subclass per op with
+``forward``/``backward`` on raw arrays (``ctx.xp`` is NumPy or CuPy), a public function
+that validates and promotes its operands, and a ``METHODS`` table binding Tensor methods
+and operators (see ``axonml/tensor/methods.py``). Ops that support second order define
+``differentiable_backward`` with Tensor ops.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...autograd.autocast import lower_dtype
+from ...autograd.function import Function
+from ...autograd.grad_mode import state as _grad_state
+from ...autograd.variable import TensorBase
+from ...errors import ShapeError
+from ...runtime.dtypes import get_default_dtype
+from .._helpers import broadcast_error, norm_dim, norm_dims, promote, promote_scalar_first, sum_to_shape
+
+
+def _shape_of(x: Any) -> tuple | None:
+    return x.shape if hasattr(x, "shape") else None
+
+
+def _reduce_t(g: Any, shape: tuple | None) -> Any:
+    """Tensor-level sum_to_shape for differentiable backwards."""
+    if shape is None:
+        return None
+    return g.sum_to_size(shape) if tuple(g.shape) != tuple(shape) else g
+
+
+# -- arithmetic ------------------------------------------------------------------------
+class Add(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.sa, ctx.sb = _shape_of(a), _shape_of(b)
+        try:
+            return a + b
+        except ValueError:
+            raise broadcast_error("add", ctx.sa, ctx.sb) from None
+
+    @staticmethod
+    def backward(ctx, g):
+        xp = ctx.xp
+        return sum_to_shape(xp, g, ctx.sa), (None if ctx.sb is None else sum_to_shape(xp, g, ctx.sb))
+
+    @staticmethod
+    def differentiable_backward(ctx, g):
+        return _reduce_t(g, ctx.sa), _reduce_t(g, ctx.sb)
+
+
+class Sub(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.sa, ctx.sb = _shape_of(a), _shape_of(b)
+        try:
+            return a - b
+        except ValueError:
+            raise broadcast_error("sub", ctx.sa, ctx.sb) from None
+
+    @staticmethod
+    def backward(ctx, g):
+        xp = ctx.xp
+        return (
+            None if ctx.sa is None else sum_to_shape(xp, g, ctx.sa),
+            None if ctx.sb is None else sum_to_shape(xp, -g, ctx.sb),
+        )
+
+    @staticmethod
+    def differentiable_backward(ctx, g):
+        return _reduce_t(g, ctx.sa), _reduce_t(-g, ctx.sb)
+
+
+class Mul(Function):
+    keep_inputs = True
+
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        try:
+            return a * b
+        except ValueError:
+            raise broadcast_error("mul", _shape_of(a), _shape_of(b)) from None
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        xp = ctx.xp
+        need = ctx.needs_input_grad
+        ga = sum_to_shape(xp, g * b, a.shape) if need[0] else None
+        gb = sum_to_shape(xp, g * a, b.shape) if need[1] else None
+        return ga, gb
+
+    @staticmethod
+    def differentiable_backward(ctx, g):
+        a, b = ctx.inputs
+        ga = _reduce_t(g * b, a.shape) if ctx.needs_input_grad[0] else None
+        gb = _reduce_t(g * a, b.shape) if ctx.needs_input_grad[1] else None
+        return ga, gb
+
+
+class Div(Function):
+    keep_inputs = True
+
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        try:
+            return a / b
+        except ValueError:
+            raise broadcast_error("div", _shape_of(a), _shape_of(b)) from None
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        xp = ctx.xp
+        need = ctx.needs_input_grad
+        ga = sum_to_shape(xp, g / b, a.shape) if need[0] else None
+        gb = sum_to_shape(xp, -g * a / (b * b), b.shape) if need[1] else None
+        return ga, gb
+
+    @staticmethod
+    def differentiable_backward(ctx, g):
+        a, b = ctx.inputs
+        ga = _reduce_t(g / b, a.shape) if ctx.needs_input_grad[0] else None
+        gb = _reduce_t(-g * a / (b * b), b.shape) if ctx.needs_input_grad[1] else None
+        return ga, gb
+
+
+class Neg(Function):
+    @staticmethod
+    def forward(ctx, a):
+        return -a
+
+    @staticmethod
+    def backward(ctx, g):
+        return -g
+
+    @staticmethod
+    def differentiable_backward(ctx, g):
+        return -g
+
+
+class Pow(Function):
+    keep_inputs = True
+
+    @staticmethod
+    def forward(ctx, a, b):
+        out = a**b
+        ctx.save_for_backward(a, b, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b, out = ctx.saved_tensors
+        xp = ctx.xp
+        need = ctx.needs_input_grad
+        ga = gb = None
+        if need[0]:
+            if isinstance(b, (int, float)) and b == 0:
+                ga = xp.zeros_like(a)
+            else:
+                ga = sum_to_shape(xp, g * b * a ** (b - 1), a.shape)
+        if need[1]:
+            with _errstate(xp):
+                lg = xp.where(a > 0, xp.log(xp.where(a > 0, a, 1)), 0 if not hasattr(a, "shape") else xp.nan * (a != 0))
+            gb = sum_to_shape(xp, g * out * lg, b.shape)
+        return ga, gb
+
+    @staticmethod
+    def differentiable_backward(ctx, g):
+        a, b = ctx.inputs
+        need = ctx.needs_input_grad
+        ga = gb = None
+        if need[0]:
+            ga = _reduce_t(g * b * a ** (b - 1), a.shape)
+        if need[1]:
+            gb = _reduce_t(g * (a**b) * a.log(), b.shape)
+        return ga, gb
+
+
+class _errstate:
+    def __init__(self, xp: Any) -> None:
+        self.cm = xp.errstate(divide="ignore", invalid="ignore") if hasattr(xp, "errstate") else None
+
+    def __enter__(self) -> None:
+        if self.cm is not None:
+            self.cm.__enter__()
+
+    def __exit__(self, *a: Any) -> None:
+        if self.cm is not None:
+            self.cm.__exit__(*a)
+
+
+def add(a: Any, b: Any, alpha: Any = 1) -> Any:
+    """``a + alpha * b`` with broadcasting and PyTorch type promotion."""
+    if alpha != 1:
+        b = mul(b, alpha)
+    if not isinstance(a, TensorBase):
+        a, b = promote_scalar_first(a, b)
+        return Add.apply(b, a)
+    a, b = promote(a, b)
+    return Add.apply(a, b)
+
+
+def sub(a: Any, b: Any, alpha: Any = 1) -> Any:
+    """``a - alpha * b``."""
+    if alpha != 1:
+        b = mul(b, alpha)
+    if not isinstance(a, TensorBase):
+        a, b = promote_scalar_first(a, b)
+    else:
+        a, b = promote(a, b)
+    return Sub.apply(a, b)
+
+
+def mul(a: Any, b: Any) -> Any:
+    if not isinstance(a, TensorBase):
+        a, b = promote_scalar_first(a, b)
+        return Mul.apply(b, a)
+    a, b = promote(a, b)
+    return Mul.apply(a, b)
+
+
+def div(a: Any, b: Any, rounding_mode: str | None = None) -> Any:
+    """True division (integers give the default float dtype), or ``rounding_mode`` in
+    ('trunc', 'floor') for integer-style division (not differentiable)."""
+    if not isinstance(a, TensorBase):
+        a, b = promote_scalar_first(a, b)
+    else:
+        a, b = promote(a, b)
+    if rounding_mode is not None:
+        if rounding_mode not in ("trunc", "floor"):
+            raise ValueError(f"rounding_mode must be None, 'trunc' or 'floor', got {rounding_mode!r}")
+        return _RoundDiv.apply(a, b, rounding_mode)
+    t = a if isinstance(a, TensorBase) else b
+    if not t._dtype.is_floating_point:
+        fd = get_default_dtype()
+        a = a.to(fd) if isinstance(a, TensorBase) else a
+        b = b.to(fd) if isinstance(b, TensorBase) else b
+    return Div.apply(a, b)
+
+
+class _RoundDiv(Function):
+    """Division rounded toward zero or down; its gradient is zero almost everywhere."""
+
+    @staticmethod
+    def forward(ctx, a, b, mode):
+        xp = ctx.xp
+        ctx.sa, ctx.sb = _shape_of(a), _shape_of(b)
+        q = a / b
+        out = xp.floor(q) if mode == "floor" else xp.trunc(q)
+        dt = getattr(a, "dtype", None) or b.dtype
+        return out.astype(dt) if dt.kind in "iub" else out
+
+    @staticmethod
+    def backward(ctx, g):
+        xp = ctx.xp
+        z = xp.zeros_like(g)
+        return (None if ctx.sa is None else sum_to_shape(xp, z, ctx.sa)), (None if ctx.sb is None else sum_to_shape(xp, z, ctx.sb)), None
+
+
+def floor_divide(a: Any, b: Any) -> Any:
+    """``a // b`` (rounded down)."""
+    return div(a, b, rounding_mode="floor")
+
+
+def _rfloordiv(a: Any, b: Any) -> Any:
+    return floor_divide(b, a)
+
+
+def neg(a: Any) -> Any:
+    return Neg.apply(a)
+
+
+def pow(a: Any, b: Any) -> Any:  # noqa: A001 - PyTorch's name
+    """``a ** b`` elementwise."""
+    if not isinstance(a, TensorBase):
+        a, b = promote_scalar_first(a, b)
+    else:
+        a, b = promote(a, b)
+    return Pow.apply(a, b)
+
+
+def _rsub(a: Any, b: Any) -> Any:
+    return sub(b, a)
+
+
+def _rdiv(a: Any, b: Any) -> Any:
+    return div(b, a)
+
+
+def _rpow(a: Any, b: Any) -> Any:
+    return pow(b, a)
+
+
+# -- matmul ----------------------------------------------------------------------------
+class MatMul(Function):
+    keep_inputs = True
+
+    @staticmethod
+    def forward(ctx, a, b):
+        if a.ndim == 0 or b.ndim == 0:
+            raise ShapeError(f"matmul: both arguments need at least 1 dimension, got shapes {a.shape} and {b.shape}")
+        ctx.save_for_backward(a, b)
+        try:
+            return ctx.xp.matmul(a, b)
+        except ValueError:
+            raise ShapeError(
+                f"matmul: shapes {tuple(a.shape)} and {tuple(b.shape)} do not fit: the last "
+                f"dimension of the first ({a.shape[-1]}) must equal the "
+                f"{'only' if b.ndim == 1 else 'second-to-last'} dimension of the second "
+                f"({b.shape[0] if b.ndim == 1 else b.shape[-2]})"
+            ) from None
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        xp = ctx.xp
+        need = ctx.needs_input_grad
+        if a.ndim == 1 and b.ndim == 1:
+            return (g * b if need[0] else None), (g * a if need[1] else None)
+        a2 = a[None, :] if a.ndim == 1 else a  # (1, k)
+        b2 = b[:, None] if b.ndim == 1 else b  # (k, 1)
+        g2 = g
+        if a.ndim == 1:
+            g2 = g2[..., None, :]
+        if b.ndim == 1:
+            g2 = g2[..., :, None]
+        ga = gb = None
+        if need[0]:
+            ga = sum_to_shape(xp, xp.matmul(g2, xp.swapaxes(b2, -1, -2)), a2.shape).reshape(a.shape)
+        if need[1]:
+            gb = sum_to_shape(xp, xp.matmul(xp.swapaxes(a2, -1, -2), g2), b2.shape).reshape(b.shape)
+        return ga, gb
+
+    @staticmethod
+    def differentiable_backward(ctx, g):
+        a, b = ctx.inputs
+        need = ctx.needs_input_grad
+        if a.ndim == 1 and b.ndim == 1:
+            return (g * b if need[0] else None), (g * a if need[1] else None)
+        a2 = a.unsqueeze(0) if a.ndim == 1 else a
+        b2 = b.unsqueeze(1) if b.ndim == 1 else b
+        g2 = g
+        if a.ndim == 1:
+            g2 = g2.unsqueeze(-2)
+        if b.ndim == 1:
+            g2 = g2.unsqueeze(-1)
+        ga = _reduce_t(g2 @ b2.transpose(-1, -2), a2.shape).reshape(a.shape) if need[0] else None
+        gb = _reduce_t(a2.transpose(-1, -2) @ g2, b2.shape).reshape(b.shape) if need[1] else None
+        return ga, gb
+
+
+def matmul(a: Any, b: Any) -> Any:
+    """Matrix product with NumPy/PyTorch broadcasting rules (1-D operands are vectors).
+    Under autocast, computes in the autocast dtype."""
+    if not isinstance(a, TensorBase) or not isinstance(b, TensorBase):
+        raise TypeError(f"matmul expects two tensors, got {type(a).__name__} and {type(b).__name__}")
+    low = lower_dtype(a._device.type)
+    if low is not None and a._dtype.is_floating_point:
+        a, b = a.to(low), b.to(low)
+    else:
+        a, b = promote(a, b)
+    return MatMul.apply(a, b)
+
+
+def _rmatmul(a: Any, b: Any) -> Any:
+    return matmul(b, a)
+
+
+# -- reductions --------------------------------------------------------------------------
+class Sum(Function):
+    @staticmethod
+    def forward(ctx, x, axes, keepdim, dtype):
+        ctx.shape = x.shape
+        ctx.axes = axes
+        ctx.keepdim = keepdim
+        if x.dtype.itemsize == 2 and x.dtype.kind != "i" and dtype is None:
+            # float16/bfloat16: accumulate in float32, as PyTorch does
+            return x.astype("float32").sum(axis=axes, keepdims=keepdim).astype(x.dtype)
+        return x.sum(axis=axes, keepdims=keepdim, dtype=dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        xp = ctx.xp
+        if ctx.axes is not None and not ctx.keepdim:
+            g = xp.expand_dims(g, ctx.axes)
+        return xp.broadcast_to(g, ctx.shape), None, None, None
+
+    @staticmethod
+    def differentiable_backward(ctx, g):
+        if ctx.axes is not None and not ctx.keepdim:
+            for ax in ctx.axes:
+                g = g.unsqueeze(ax)
+        return g.expand(*ctx.shape), None, None, None
+
+
+def sum(x: Any, dim: Any = None, keepdim: bool = False, dtype: Any = None) -> Any:  # noqa: A001
+    """Sum over ``dim`` (an int, a tuple, or None for all). Integer and bool inputs sum
+    to int64, as in PyTorch."""
+    axes = norm_dims(dim, x.ndim, "sum")
+    npdt = None
+    if dtype is not None:
+        x = x.to(dtype)
+    elif not x._dtype.is_floating_point:
+        npdt = "int64"
+    return Sum.apply(x, axes, keepdim, npdt)
+
+
+def mean(x: Any, dim: Any = None, keepdim: bool = False, dtype: Any = None) -> Any:
+    """Mean over ``dim``; needs a floating dtype (as in PyTorch)."""
+    if dtype is not None:
+        x = x.to(dtype)
+    if not x._dtype.is_floating_point:
+        raise TypeError(f"mean() needs a floating point tensor, got {x._dtype}; use .float() or dtype=")
+    axes = norm_dims(dim, x.ndim, "mean")
+    n = 1
+    for ax in range(x.ndim) if axes is None else axes:
+        n *= x.shape[ax]
+    s = Sum.apply(x, axes, keepdim, None)
+    return s / n if n else s * float("nan")
+
+
+def sum_to_size(x: Any, *size: Any) -> Any:
+    """Sum broadcast dimensions so the result has shape ``size``."""
+    if len(size) == 1 and isinstance(size[0], (tuple, list)):
+        size = tuple(size[0])
+    size = tuple(size)
+    if tuple(x.shape) == size:
+        return x
+    lead = x.ndim - len(size)
+    axes = tuple(range(lead)) + tuple(i + lead for i, s in enumerate(size) if s == 1 and x.shape[i + lead] != 1)
+    out = sum(x, dim=axes, keepdim=True) if axes else x
+    return out.reshape(size) if lead else out
+
+
+# -- views -------------------------------------------------------------------------------
+class Reshape(Function):
+    view_of = 0
+
+    @staticmethod
+    def forward(ctx, x, shape):
+        ctx.shape = x.shape
+        out = x.reshape(shape)
+        if not _shares(out, x):
+            ctx.view_of = None  # a copy was needed (non-contiguous input)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.reshape(ctx.shape), None
+
+    @staticmethod
+    def differentiable_backward(ctx, g):
+        return g.reshape(ctx.shape), None
+
+
+def _shares(a: Any, b: Any) -> bool:
+    base = a.base
+    while base is not None:
+        if base is b or base is b.base:
+            return True
+        base = getattr(base, "base", None)
+    return False
+
+
+def _infer_shape(shape: tuple, numel: int, op: str) -> tuple:
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    shape = tuple(int(s) for s in shape)
+    if shape.count(-1) > 1:
+        raise ShapeError(f"{op}: only one dimension can be -1, got {shape}")
+    known = 1
+    for s in shape:
+        if s != -1:
+            if s < 0:
+                raise ShapeError(f"{op}: invalid dimension {s} in {shape}")
+            known *= s
+    if -1 in shape:
+        if known == 0 or numel % known:
+            raise ShapeError(f"{op}: shape {shape} is invalid for a tensor of {numel} elements")
+        shape = tuple(numel // known if s == -1 else s for s in shape)
+    elif known != numel:
+        raise ShapeError(f"{op}: shape {shape} is invalid for a tensor of {numel} elements")
+    return shape
+
+
+def reshape(x: Any, *shape: Any) -> Any:
+    """A tensor with the same data in ``shape`` (a view when possible; one -1 is inferred)."""
+    shape = _infer_shape(shape, x._data.size, "reshape")
+    return Reshape.apply(x, shape)
+
+
+def view(x: Any, *shape: Any) -> Any:
+    """Like reshape, but refuses (as PyTorch) when a copy would be needed."""
+    if len(shape) == 1 and not isinstance(shape[0], (tuple, list, int)):
+        return x.to(shape[0])  # view(dtype) is not supported as a reinterpretation; cast
+    shape = _infer_shape(shape, x._data.size, "view")
+    if not x._data.flags.c_contiguous and x._data.size > 1:
+        try:
+            x._data.view().shape = shape  # NumPy raises if no view is possible
+        except AttributeError:
+            raise ShapeError(
+                f"view size {shape} is not compatible with the input's strides (shape "
+                f"{tuple(x.shape)}); use .reshape(...) or .contiguous().view(...)"
+            ) from None
+    return Reshape.apply(x, shape)
+
+
+class Permute(Function):
+    view_of = 0
+
+    @staticmethod
+    def forward(ctx, x, dims):
+        ctx.dims = dims
+        return x.transpose(dims)
+
+    @staticmethod
+    def backward(ctx, g):
+        inv = [0] * len(ctx.dims)
+        for i, d in enumerate(ctx.dims):
+            inv[d] = i
+        return g.transpose(inv), None
+
+    @staticmethod
+    def differentiable_backward(ctx, g):
+        inv = [0] * len(ctx.dims)
+        for i, d in enumerate(ctx.dims):
+            inv[d] = i
+        return g.permute(*inv), None
+
+
+def permute(x: Any, *dims: Any) -> Any:
+    if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
+        dims = tuple(dims[0])
+    if len(dims) != x.ndim:
+        raise ShapeError(f"permute: got {len(dims)} dims {dims} for a tensor with {x.ndim} dims")
+    nd = tuple(norm_dim(d, x.ndim, "permute") for d in dims)
+    if sorted(nd) != list(range(x.ndim)):
+        raise ShapeError(f"permute: dims {dims} are not a permutation of 0..{x.ndim - 1}")
+    return Permute.apply(x, nd)
+
+
+def transpose(x: Any, dim0: int, dim1: int) -> Any:
+    if x.ndim < 2 and x.ndim == 0:
+        return x
+    d0, d1 = norm_dim(dim0, x.ndim, "transpose"), norm_dim(dim1, x.ndim, "transpose")
+    dims = list(range(x.ndim))
+    dims[d0], dims[d1] = dims[d1], dims[d0]
+    return Permute.apply(x, tuple(dims))
+
+
+def t(x: Any) -> Any:
+    if x.ndim > 2:
+        raise ShapeError(f"t() expects a tensor with <= 2 dims, got {x.ndim}; use transpose(...)")
+    return transpose(x, 0, 1) if x.ndim == 2 else x
+
+
+class Expand(Function):
+    view_of = 0
+
+    @staticmethod
+    def forward(ctx, x, shape):
+        ctx.shape = x.shape
+        return ctx.xp.broadcast_to(x, shape)
+
+    @staticmethod
+    def backward(ctx, g):
+        return sum_to_shape(ctx.xp, g, ctx.shape), None
+
+    @staticmethod
+    def differentiable_backward(ctx, g):
+        return _reduce_t(g, ctx.shape), None
+
+
+def expand(x: Any, *sizes: Any) -> Any:
+    """A broadcast view with ``sizes`` (-1 keeps a dimension)."""
+    if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):
+        sizes = tuple(sizes[0])
+    lead = len(sizes) - x.ndim
+    if lead < 0:
+        raise ShapeError(f"expand: the number of sizes ({len(sizes)}) must be >= the tensor's dims ({x.ndim})")
+    shape = tuple(x.shape[i - lead] if s == -1 and i >= lead else int(s) for i, s in enumerate(sizes))
+    for i in range(x.ndim):
+        if x.shape[i] != 1 and x.shape[i] != shape[i + lead]:
+            raise ShapeError(f"expand: the size of dim {i} ({x.shape[i]}) must be 1 or match {shape[i + lead]} (target {shape})")
+    return Expand.apply(x, shape)
+
+
+def expand_as(x: Any, other: Any) -> Any:
+    return expand(x, *other.shape)
+
+
+def contiguous(x: Any) -> Any:
+    if x._data.flags.c_contiguous:
+        return x
+    return _Contig.apply(x)
+
+
+class _Contig(Function):
+    @staticmethod
+    def forward(ctx, x):
+        return ctx.xp.ascontiguousarray(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+# -- in-place arithmetic -------------------------------------------------------------------
+def _inplace(op: Any, name: str) -> Any:
+    def method(self: Any, other: Any, *args: Any, **kwargs: Any) -> Any:
+        if not isinstance(self, TensorBase):
+            raise TypeError(f"{name} needs a Tensor target")
+        if not (self._rg and _grad_enabled()) and not (isinstance(other, TensorBase) and other._rg and _grad_enabled()):
+            fast = _fast_inplace(self, other, name, args, kwargs)
+            if fast is not None:
+                return fast
+        return self._inplace_result(op(self, other, *args, **kwargs), name)
+
+    method.__name__ = name
+    method.__doc__ = f"In-place version of ``{name[:-1]}``."
+    return method
+
+
+def _grad_enabled() -> bool:
+    return _grad_state.enabled
+
+
+def _fast_inplace(self: Any, other: Any, name: str, args: tuple, kwargs: dict) -> Any:
+    """Without autograd, write straight into the storage with the ufunc's ``out=``."""
+    xp = self._device.xp
+    ufunc = {"add_": xp.add, "sub_": xp.subtract, "mul_": xp.multiply, "div_": xp.true_divide}.get(name)
+    if ufunc is None or kwargs or (args and name not in ("add_", "sub_")):
+        return None
+    if not self._dtype.is_floating_point and name == "div_":
+        return None
+    o = other._data if isinstance(other, TensorBase) else other
+    if args:
+        o = o * args[0]
+    if isinstance(other, TensorBase) and other._device is not self._device:
+        return None
+    try:
+        ufunc(self._data, o, out=self._data, casting="same_kind")
+    except ValueError:
+        raise ShapeError(
+            f"{name}: operand of shape {tuple(getattr(o, 'shape', ()))} cannot be broadcast to the "
+            f"in-place target's shape {tuple(self.shape)}"
+        ) from None
+    except TypeError:
+        return None  # e.g. float into int: fall back to the checked path
+    self._vc[0] += 1
+    return self
+
+
+add_ = _inplace(add, "add_")
+sub_ = _inplace(sub, "sub_")
+mul_ = _inplace(mul, "mul_")
+div_ = _inplace(div, "div_")
+pow_ = _inplace(pow, "pow_")
+
+
+def zero_(x: Any) -> Any:
+    x._check_inplace("zero_")
+    x._data[...] = 0
+    x._vc[0] += 1
+    return x
+
+
+def fill_(x: Any, value: Any) -> Any:
+    x._check_inplace("fill_")
+    x._data[...] = value.item() if isinstance(value, TensorBase) else value
+    x._vc[0] += 1
+    return x
+
+
+def copy_(x: Any, src: Any) -> Any:
+    """Copy ``src`` (broadcast to ``x``'s shape, cast to its dtype/device) into ``x``."""
+    if not isinstance(src, TensorBase):
+        raise TypeError(f"copy_ expects a Tensor source, got {type(src).__name__}")
+    if src._rg and _grad_enabled() or (x._rg and _grad_enabled()):
+        return x._inplace_result(expand(src.to(x._device, x._dtype), *x.shape), "copy_")
+    data = src._data if src._device is x._device else x._device.from_host(src._device.to_host(src._data))
+    try:
+        x._data[...] = data
+    except ValueError:
+        raise ShapeError(f"copy_: source of shape {tuple(src.shape)} cannot be broadcast to {tuple(x.shape)}") from None
+    x._vc[0] += 1
+    return x
+
+
+METHODS = {
+    "__add__": add,
+    "__radd__": add,
+    "__sub__": sub,
+    "__rsub__": _rsub,
+    "__mul__": mul,
+    "__rmul__": mul,
+    "__truediv__": div,
+    "__rtruediv__": _rdiv,
+    "__neg__": neg,
+    "__floordiv__": floor_divide,
+    "__rfloordiv__": _rfloordiv,
+    "floor_divide": floor_divide,
+    "__pow__": pow,
+    "__rpow__": _rpow,
+    "__matmul__": matmul,
+    "__rmatmul__": _rmatmul,
+    "__iadd__": add_,
+    "__isub__": sub_,
+    "__imul__": mul_,
+    "__itruediv__": div_,
+    "add": add,
+    "sub": sub,
+    "subtract": sub,
+    "mul": mul,
+    "multiply": mul,
+    "div": div,
+    "divide": div,
+    "true_divide": div,
+    "neg": neg,
+    "negative": neg,
+    "pow": pow,
+    "matmul": matmul,
+    "mm": matmul,
+    "sum": sum,
+    "mean": mean,
+    "sum_to_size": sum_to_size,
+    "reshape": reshape,
+    "view": view,
+    "permute": permute,
+    "transpose": transpose,
+    "t": t,
+    "expand": expand,
+    "expand_as": expand_as,
+    "contiguous": contiguous,
+    "add_": add_,
+    "sub_": sub_,
+    "mul_": mul_,
+    "div_": div_,
+    "pow_": pow_,
+    "zero_": zero_,
+    "fill_": fill_,
+    "copy_": copy_,
+}
+
+__all__ = [
+    "add", "sub", "mul", "div", "neg", "pow", "matmul", "sum", "mean", "reshape", "view",
+    "permute", "transpose", "t", "expand", "contiguous", "sum_to_size",
+]

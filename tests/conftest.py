@@ -1,0 +1,7 @@
+"""Shared pytest configuration: the tests directory is importable (``from helpers import ...``)."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+os.environ.setdefault("OMP_NUM_THREADS", "1")
