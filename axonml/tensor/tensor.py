@@ -207,6 +207,10 @@ class Tensor(TensorBase):
     def __hash__(self) -> int:
         return id(self)
 
+    def __reduce_ex__(self, proto: int) -> Any:
+        # pickles (deepcopy, worker processes, object collectives) carry data, not graphs
+        return (_rebuild_tensor, (self._device.to_host(self._data), str(self._device), self._rg and self.grad_fn is None))
+
     def to(self, *args: Any, **kwargs: Any) -> "Tensor":
         """``to(device)``, ``to(dtype)``, ``to(device, dtype)``, ``to(other_tensor)``;
         differentiable; returns self when nothing changes."""
@@ -369,6 +373,12 @@ class Tensor(TensorBase):
             self._data[...] = src
         self._vc[0] += 1
         return self
+
+
+def _rebuild_tensor(array: np.ndarray, device: str, requires_grad: bool) -> Tensor:
+    dev = as_device(device)
+    t = make_tensor(dev.from_host(np.array(array)), dev)
+    return t.requires_grad_(True) if requires_grad else t
 
 
 class _HookHandle:

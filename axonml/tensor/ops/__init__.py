@@ -1,5 +1,5 @@
 """Op modules. Each defines Functions, public functions and a ``METHODS`` table."""
 
-from . import core
+from . import activation, core, index, linalg, nn_ops, pointwise, reduce, shape
 
-OP_MODULES = [core]
+OP_MODULES = [core, pointwise, reduce, shape, index, activation, linalg, nn_ops]

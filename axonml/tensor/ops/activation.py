@@ -1,0 +1,4 @@
+"""(being written) activation ops."""
+
+METHODS: dict = {}
+__all__: list = []

@@ -1,0 +1,4 @@
+"""(being written) index ops."""
+
+METHODS: dict = {}
+__all__: list = []

@@ -1,0 +1,4 @@
+"""(being written) linalg ops."""
+
+METHODS: dict = {}
+__all__: list = []

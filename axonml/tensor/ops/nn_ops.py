@@ -1,0 +1,4 @@
+"""(being written) nn_ops ops."""
+
+METHODS: dict = {}
+__all__: list = []

@@ -1,0 +1,4 @@
+"""(being written) pointwise ops."""
+
+METHODS: dict = {}
+__all__: list = []

@@ -1,0 +1,4 @@
+"""(being written) reduce ops."""
+
+METHODS: dict = {}
+__all__: list = []

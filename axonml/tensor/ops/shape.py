@@ -1,0 +1,4 @@
+"""(being written) shape ops."""
+
+METHODS: dict = {}
+__all__: list = []
