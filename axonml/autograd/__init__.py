@@ -29,3 +29,7 @@ __all__ += ["autocast", "is_autocast_enabled"]
 from .gradcheck import gradcheck  # noqa: E402
 
 __all__ += ["gradcheck"]
+
+from .checkpoint import checkpoint, checkpoint_sequential, register_rng_state  # noqa: E402
+
+__all__ += ["checkpoint", "checkpoint_sequential", "register_rng_state"]

@@ -155,6 +155,11 @@ def run_backward(
                 for nr, hooks in node._pre_hooks.items():
                     if buf[nr] is not None:
                         buf[nr] = _run_hooks(hooks, buf[nr], dev, create_graph)
+            if node._retain_hooks:  # retain_grad() sees the gradient after all other hooks
+                dev = getattr(node, "device", None)
+                for nr, keep in node._retain_hooks.items():
+                    if buf[nr] is not None:
+                        keep(buf[nr] if isinstance(buf[nr], TensorBase) else make_tensor(buf[nr], dev))
             if captures:
                 for nr in range(len(buf)):
                     for idx in captures.get((node, nr), ()):

@@ -44,6 +44,7 @@ class Node:
     _seq: float = 0
     _n_outputs: int = 1
     _pre_hooks: dict | None = None
+    _retain_hooks: dict | None = None
     _freed: bool = False
 
     def name(self) -> str:
@@ -65,6 +66,7 @@ class Function(Node):
     view_of: int | None = None  # the output views the storage of input ``view_of``
     materialize_grads: bool = True
     keep_inputs: bool = False
+    always_record: bool = False  # record a node even when no input requires grad
     differentiable_backward: Any = None
     _nondiff: frozenset = frozenset()
     _out_meta: tuple | None = None
@@ -135,7 +137,8 @@ class Function(Node):
             dev = kwargs.pop("device", None) or cpu
         ctx.device = dev
         ctx.xp = xp = dev._xp or dev.xp
-        if need and _grad_state.enabled:
+        if (need or cls.always_record) and _grad_state.enabled:
+            need = True
             ctx.needs_input_grad = tuple([isinstance(a, TensorBase) and a._rg for a in args])
         else:
             need = False
@@ -209,7 +212,7 @@ class Function(Node):
     def _release(self) -> None:
         """Free what backward saved (retain_graph=False)."""
         d = self.__dict__
-        keep = {k: d[k] for k in ("next_functions", "_seq", "_n_outputs", "device", "xp", "_pre_hooks") if k in d}
+        keep = {k: d[k] for k in ("next_functions", "_seq", "_n_outputs", "device", "xp", "_pre_hooks", "_retain_hooks") if k in d}
         d.clear()
         d.update(keep)
         self._freed = True

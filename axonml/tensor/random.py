@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from ..autograd.checkpoint import register_rng_state
+
 
 class Generator:
     """A seedable random stream (``torch.Generator``-like).
@@ -81,3 +83,6 @@ def set_rng_state(state: dict) -> None:
 
 def get_generator(generator: Generator | None) -> np.random.Generator:
     return (generator or default_generator)._rng
+
+
+register_rng_state(get_rng_state, set_rng_state)

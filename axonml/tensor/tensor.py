@@ -331,7 +331,10 @@ class Tensor(TensorBase):
             if t is not None:
                 t.grad = g.detach().clone() if t.grad is None else t.grad + g.detach()
 
-        self.grad_fn.register_prehook(self._output_nr, _keep)
+        node = self.grad_fn
+        if node._retain_hooks is None:
+            node._retain_hooks = {}
+        node._retain_hooks[self._output_nr] = _keep
 
     @property
     def retains_grad(self) -> bool:
@@ -362,10 +365,15 @@ class Tensor(TensorBase):
                     f"{op}: in-place op on a tensor that requires grad and shares storage with "
                     "views is not supported; use the out-of-place op or .clone() first"
                 )
+            # the result is a new storage: nodes that saved the old array keep a valid,
+            # unmodified copy, so the tensor starts a new version counter
             self._data = result._data.astype(self._data.dtype, copy=False)
+            self._storage = result._storage
+            self._vc = [self._vc[0] + 1]
             self.grad_fn = result.grad_fn
             self._output_nr = result._output_nr
             self._rg = True
+            return self
         else:
             src = result._data
             if self._data.dtype != src.dtype:

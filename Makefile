@@ -1,0 +1,32 @@
+# The two entry points of the README: `make run` (set up, then the main job) and
+# `make test` (set up, then the whole test suite). Both create the virtual environment
+# on first use, so they work on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.axonml-installed
+
+.PHONY: setup run test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: $(STAMP)
+	$(PY) examples/train_mlp.py
+
+test: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile tests
+
+lint: $(STAMP)
+	$(PY) -m ruff check axonml tests bench examples
+
+bench: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) bench/ops.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

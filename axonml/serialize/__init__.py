@@ -1,0 +1,10 @@
+"""Safetensors state dicts and atomic training checkpoints (layer 3.5: above tensor)."""
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .safetensors_io import read_header, read_safetensors, read_slice, write_safetensors
+from .state import load, load_metadata, save
+
+__all__ = [
+    "load", "load_checkpoint", "load_metadata", "read_header", "read_safetensors", "read_slice",
+    "save", "save_checkpoint", "write_safetensors",
+]

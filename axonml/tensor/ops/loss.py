@@ -1,0 +1,4 @@
+"""(being written) loss ops."""
+
+METHODS: dict = {}
+__all__: list = []
