@@ -35,8 +35,11 @@ def to_torch(a: np.ndarray, requires_grad: bool | None = None) -> Any:
 def as_np(t: Any) -> np.ndarray:
     if isinstance(t, ax.Tensor):
         d = t.detach().numpy()
+    elif hasattr(t, "detach"):
+        t = t.detach().cpu()
+        d = (t.float() if t.dtype == torch.bfloat16 else t).numpy()
     else:
-        d = t.detach().cpu().numpy() if hasattr(t, "detach") else np.asarray(t)
+        d = np.asarray(t)
     return d.astype(np.float64) if d.dtype.kind == "f" or d.dtype.name == "bfloat16" else d
 
 

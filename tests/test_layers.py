@@ -98,8 +98,8 @@ def test_no_upward_or_sideways_imports():
                 continue
             if dst_pkg == src_pkg or (src_pkg, dst_pkg) in SIDEWAYS_OK:
                 continue
-            limit = RESTRICTED.get(src_pkg, src_layer - 1)
-            if LAYER[dst_pkg] > limit:
+            allowed = LAYER[dst_pkg] <= RESTRICTED[src_pkg] if src_pkg in RESTRICTED else LAYER[dst_pkg] < src_layer
+            if not allowed:
                 problems.append(f"{path.relative_to(ROOT.parent)}:{node.lineno} ({src_pkg}, layer {src_layer}) imports {target} (layer {LAYER[dst_pkg]})")
     assert not problems, "layer violations:\n" + "\n".join(problems)
 

@@ -139,7 +139,9 @@ class Function(Node):
         ctx.xp = xp = dev._xp or dev.xp
         if (need or cls.always_record) and _grad_state.enabled:
             need = True
-            ctx.needs_input_grad = tuple([isinstance(a, TensorBase) and a._rg for a in args])
+            edges = tuple([a._grad_edge() if isinstance(a, TensorBase) and a._rg else None for a in args])
+            ctx.next_functions = edges
+            ctx.needs_input_grad = tuple([e is not None for e in edges])
         else:
             need = False
         out = cls.forward(ctx, *raw, **kwargs)
@@ -151,15 +153,18 @@ class Function(Node):
                 out = xp.asarray(out)  # NumPy reductions return scalars
             if not need:
                 return make_tensor(out, dev, False, None, 0, base)
-            outs = (out,)
-            single = True
-        else:
-            outs = tuple([o if o is None or isinstance(o, xp.ndarray) else xp.asarray(o) for o in out])
-            if not need:
-                return tuple([None if o is None else make_tensor(o, dev, False, None, 0, base) for o in outs])
-            single = False
+            ctx._seq = next(_seq)
+            if ctx.keep_inputs:
+                ctx.inputs = args
+            diff = NP_TO_DTYPE[out.dtype].is_floating_point and id(out) not in ctx._nondiff
+            res = make_tensor(out, dev, diff, ctx if diff else None, 0, base)
+            if ctx._saved:
+                ctx._saved_vcs = _saved_versions(ctx._saved, args, (res,))
+            return res
 
-        ctx.next_functions = tuple([a._grad_edge() if isinstance(a, TensorBase) and a._rg else None for a in args])
+        outs = tuple([o if o is None or isinstance(o, xp.ndarray) else xp.asarray(o) for o in out])
+        if not need:
+            return tuple([None if o is None else make_tensor(o, dev, False, None, 0, base) for o in outs])
         ctx._seq = next(_seq)
         ctx._n_outputs = len(outs)
         if ctx.keep_inputs:
@@ -172,11 +177,10 @@ class Function(Node):
                 continue
             diff = NP_TO_DTYPE[o.dtype].is_floating_point and id(o) not in nondiff
             res.append(make_tensor(o, dev, diff, ctx if diff else None, i, base))
-        if not single:
-            ctx._out_meta = tuple([None if t is None else (t.shape, t._data.dtype) for t in res])
+        ctx._out_meta = tuple([None if t is None else (t.shape, t._data.dtype) for t in res])
         if ctx._saved:
             ctx._saved_vcs = _saved_versions(ctx._saved, args, res)
-        return res[0] if single else tuple(res)
+        return tuple(res)
 
     # -- engine side ------------------------------------------------------------------
     def _run(self, grads: list, create_graph: bool) -> tuple:

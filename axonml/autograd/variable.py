@@ -19,7 +19,6 @@ from ..runtime.devices.device import Device
 from ..runtime.devices.memory import new_storage
 from ..runtime.dtypes import ALL_DTYPES, DType
 from ..errors import AutogradError, DTypeError
-from .grad_mode import state as _grad_state
 
 NP_TO_DTYPE = {d.np: d for d in ALL_DTYPES}
 _new = object.__new__
@@ -42,7 +41,6 @@ class TensorBase:
         "_hooks",
         "_post_hooks",
         "_retains_grad",
-        "_inference",
         "_storage",
         "__weakref__",
     )
@@ -98,6 +96,11 @@ class TensorBase:
     def _version(self) -> int:
         return self._vc[0]
 
+    def _has_live_views(self) -> bool:
+        """True while a view of this tensor's storage (or the base it views) is alive."""
+        views = self._has_views
+        return views is not False and any(r() is not None for r in views)
+
     # -- autograd plumbing ----------------------------------------------------------
     def _grad_edge(self) -> tuple:
         """(node, output_nr) through which gradients flow into this tensor."""
@@ -147,15 +150,20 @@ def make_tensor(
     t._hooks = None
     t._post_hooks = None
     t._retains_grad = False
-    t._has_views = False
-    t._inference = _grad_state.inference
+    t._has_views = False  # becomes a list of weak references to views of this storage
     if base is None:
         t._vc = [0]
         t._base = None
         t._storage = new_storage(device._key, data.nbytes)
     else:
         root = base._base if base._base is not None else base
-        root._has_views = True
+        views = root._has_views
+        if views is False:
+            root._has_views = [weakref.ref(t)]
+        else:
+            if len(views) >= 64:  # prune dead views now and then
+                views[:] = [r for r in views if r() is not None]
+            views.append(weakref.ref(t))
         t._vc = base._vc
         t._base = root
         t._storage = root._storage

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import collections.abc
 import copy
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -57,7 +57,7 @@ def _collate_tensors(batch: list) -> Any:
     return tensor(stacked, device=elem.device)
 
 
-def default_collate(batch: list) -> Any:
+def default_collate(batch: Sequence) -> Any:
     """Collate a list of samples into a batch (PyTorch's rules, see the module note).
 
     Args:
@@ -80,14 +80,14 @@ def default_collate(batch: list) -> Any:
         return from_numpy(_stack_arrays([np.asarray(a) for a in batch], "NumPy arrays"))
     if isinstance(elem, np.generic):  # NumPy scalars, np.bool_ included
         if _is_string_array(np.asarray(elem)):
-            return list(batch)
+            return batch
         return as_tensor(np.array(batch))
     if isinstance(elem, float):
         return tensor(batch, dtype="float64")
     if isinstance(elem, int):  # bool is an int: a bool batch gives a bool tensor
         return tensor(batch)
     if isinstance(elem, (str, bytes)):
-        return list(batch)
+        return batch
     if isinstance(elem, collections.abc.Mapping):
         fields = {key: default_collate([d[key] for d in batch]) for key in elem}
         if isinstance(elem, collections.abc.MutableMapping):
@@ -99,14 +99,14 @@ def default_collate(batch: list) -> Any:
         except TypeError:
             return fields
     if _is_namedtuple(elem):
-        return type(elem)(*(default_collate(list(samples)) for samples in zip(*batch)))
+        return type(elem)(*(default_collate(samples) for samples in zip(*batch)))
     if isinstance(elem, collections.abc.Sequence):
         sizes = [len(s) for s in batch]
         if any(s != sizes[0] for s in sizes):
             raise ShapeError(
                 f"default_collate: each element in a batch of sequences should be of equal size, got sizes {sizes}"
             )
-        columns = [default_collate(list(samples)) for samples in zip(*batch)]
+        columns = [default_collate(samples) for samples in zip(*batch)]
         if isinstance(elem, tuple):
             return columns
         try:

@@ -13,7 +13,11 @@ import math
 import warnings
 from typing import Any, Generic, Iterable, Iterator, Sequence, TypeVar
 
+import numpy as np
+
+from ..autograd.variable import TensorBase
 from ..errors import ShapeError
+from ..tensor.creation import from_numpy
 from ..tensor.random import Generator, get_generator
 
 T_co = TypeVar("T_co", covariant=True)
@@ -102,6 +106,22 @@ class TensorDataset(Dataset[tuple]):
     def __len__(self) -> int:
         return int(self.tensors[0].shape[0])
 
+    def _fetch_collated(self, indices: list) -> list | None:
+        """``default_collate([self[i] for i in indices])`` with one gather per tensor
+        instead of one index op per sample (the data loader's fast path); None when
+        a tensor is not on the host."""
+        idx = np.asarray(indices, dtype=np.int64)
+        columns = []
+        for t in self.tensors:
+            if isinstance(t, TensorBase) and t.device.type == "cpu":
+                arr = np.asarray(t)
+            elif isinstance(t, np.ndarray) and t.dtype.kind not in "USO":
+                arr = t
+            else:
+                return None
+            columns.append(from_numpy(arr[idx]))  # fancy indexing copies, as stacking would
+        return columns
+
 
 class StackDataset(Dataset):
     """Zip datasets of equal length: samples are tuples (``*args``) or dicts (``**kwargs``).
@@ -111,7 +131,9 @@ class StackDataset(Dataset):
 
     def __init__(self, *args: Dataset, **kwargs: Dataset) -> None:
         if args and kwargs:
-            raise ValueError("StackDataset takes either positional datasets (tuple samples) or keyword datasets (dict samples), not both")
+            raise ValueError(
+                "StackDataset takes either positional datasets (tuple samples) or keyword datasets (dict samples), not both"
+            )
         if not args and not kwargs:
             raise ValueError("StackDataset needs at least one dataset")
         parts = list(args) if args else list(kwargs.values())
@@ -197,6 +219,10 @@ class Subset(Dataset[T_co]):
         if isinstance(idx, list):
             return self.dataset[[self.indices[i] for i in idx]]
         return self.dataset[self.indices[idx]]
+
+    def _fetch_collated(self, indices: list) -> Any:
+        fetch = getattr(self.dataset, "_fetch_collated", None)
+        return fetch([self.indices[i] for i in indices]) if callable(fetch) else None
 
     def __getitems__(self, indices: list) -> list:
         inner = [self.indices[i] for i in indices]

@@ -76,6 +76,10 @@ class DistributedSampler(Sampler[int]):
         drop_last: drop the tail so that every rank gets the same number of distinct
             samples, instead of padding with repeated samples.
 
+    With ``shuffle=False`` the indices are exactly PyTorch's; with ``shuffle=True`` they
+    have the same structure, but the permutation comes from AxonML's generator (NumPy's
+    PCG64 seeded with ``seed + epoch``), so the numbers differ from PyTorch's.
+
     Example::
 
         sampler = DistributedSampler(ds, num_replicas=4, rank=1)

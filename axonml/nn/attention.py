@@ -59,7 +59,7 @@ class _MaskedSoftmax(Function):
             z = xp.where(keep, z, -xp.inf)
         m = z.max(axis=-1, keepdims=True)
         if safe:
-            m = xp.where(xp.isneginf(m), 0, m)
+            m = xp.where(m == -xp.inf, 0, m)
         with np.errstate(invalid="ignore"):  # fully masked rows in plain mode: NaN, as in PyTorch
             e = xp.exp(z - m)
             s = e.sum(axis=-1, keepdims=True)
@@ -131,8 +131,8 @@ def scaled_dot_product_attention(
             to (..., L, S).
         dropout_p: dropout on the attention probabilities (always applied when > 0, as in
             PyTorch; pass 0.0 in evaluation).
-        is_causal: mask out keys after each query (top-left aligned triangle); combined
-            with ``attn_mask`` when both are given.
+        is_causal: mask out keys after each query (top-left aligned triangle); as in
+            PyTorch, giving both ``is_causal`` and ``attn_mask`` is an error.
         scale: defaults to 1/sqrt(E).
         enable_gqa: grouped-query attention: key/value heads (dim -3) are repeated to
             match the query's heads.
@@ -158,6 +158,10 @@ def scaled_dot_product_attention(
     if not (query.dtype is key.dtype is value.dtype) or not query.dtype.is_floating_point:
         raise DTypeError(
             f"{op}: query, key and value must have one floating dtype, got {query.dtype}, {key.dtype}, {value.dtype}"
+        )
+    if is_causal and attn_mask is not None:
+        raise ValueError(
+            f"{op}: explicit attn_mask should not be set when is_causal=True; fold the causal triangle into the mask"
         )
     if enable_gqa:
         key, value = _repeat_kv_heads(query, key, op), _repeat_kv_heads(query, value, op)
@@ -388,7 +392,11 @@ class MultiheadAttention(Module):
         b = self.in_proj_bias
         bq, bk, bv = (None, None, None) if b is None else chunk(b, 3)
         if not self._qkv_same_embed_dim:
-            return linear(query, self.q_proj_weight, bq), linear(key, self.k_proj_weight, bk), linear(value, self.v_proj_weight, bv)
+            return (
+                linear(query, self.q_proj_weight, bq),
+                linear(key, self.k_proj_weight, bk),
+                linear(value, self.v_proj_weight, bv),
+            )
         w = self.in_proj_weight
         if query is key and key is value:  # self-attention: one matmul
             q, k, v = chunk(linear(query, w, b), 3, -1)
@@ -403,7 +411,9 @@ class MultiheadAttention(Module):
         mask = attn_mask if attn_mask.dtype.is_floating_point else _additive(attn_mask, True, dtype)
         if mask.ndim == 2:
             if tuple(mask.shape) != (L, S):
-                raise ShapeError(f"MultiheadAttention: a 2-D attn_mask must have shape (L, S) = {(L, S)}, got {tuple(mask.shape)}")
+                raise ShapeError(
+                    f"MultiheadAttention: a 2-D attn_mask must have shape (L, S) = {(L, S)}, got {tuple(mask.shape)}"
+                )
             return unsqueeze(mask, 0)
         if mask.ndim == 3:
             want = (N * self.num_heads, L, S)

@@ -271,6 +271,21 @@ def _as_parameter(value: Any) -> Any:
     return value
 
 
+def _param_line(key: str, p: Any) -> str:
+    kind = "Parameter" if isinstance(p, Parameter) else "Tensor"
+    size = "x".join(str(v) for v in p.shape)
+    device = f" ({p.device})" if p.device.type != "cpu" else ""
+    return f"  ({key}): {kind} containing: [{p.dtype} of size {size}{device}]"
+
+
+def _multiline_repr(module: Module) -> str:
+    """PyTorch's layout for a module whose extra_repr has one line per entry."""
+    extra = module.extra_repr()
+    if not extra:
+        return type(module).__name__ + "()"
+    return type(module).__name__ + "(\n  " + extra.replace("\n", "\n  ") + "\n)"
+
+
 class ParameterList(Module):
     """A list of parameters (tensors are wrapped as ``Parameter``), keyed ``"0"``, ``"1"``...
 
@@ -314,11 +329,10 @@ class ParameterList(Module):
         return self
 
     def extra_repr(self) -> str:
-        lines = []
-        for i, p in enumerate(self):
-            kind = "Parameter" if isinstance(p, Parameter) else type(p).__name__
-            lines.append(f"({i}): {kind} containing: [{p.dtype} of size {'x'.join(str(s) for s in p.shape)}]")
-        return "\n".join(lines)
+        return "\n".join(_param_line(str(i), p) for i, p in enumerate(self))
+
+    def __repr__(self) -> str:
+        return _multiline_repr(self)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError("ParameterList has no forward()")
@@ -376,6 +390,12 @@ class ParameterDict(Module):
         items = parameters.items() if isinstance(parameters, (Mapping, ParameterDict)) else parameters
         for key, v in items:
             self[key] = v
+
+    def extra_repr(self) -> str:
+        return "\n".join(_param_line(k, p) for k, p in self.items())
+
+    def __repr__(self) -> str:
+        return _multiline_repr(self)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError("ParameterDict has no forward()")

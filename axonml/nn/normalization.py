@@ -207,7 +207,9 @@ class _BatchNorm(Module):
     def _check_input_dim(self, input: Tensor) -> None:
         if input.dim() not in self._expected_dims:
             want = " or ".join(f"{d}D" for d in self._expected_dims)
-            raise ShapeError(f"{type(self).__name__}: expected {want} input (got {input.dim()}D input of shape {tuple(input.shape)})")
+            raise ShapeError(
+                f"{type(self).__name__}: expected {want} input (got {input.dim()}D input of shape {tuple(input.shape)})"
+            )
         if input.shape[1] != self.num_features:
             raise ShapeError(
                 f"{type(self).__name__}: expected {self.num_features} channels in dim 1, got input of shape {tuple(input.shape)}"

@@ -21,6 +21,7 @@ from .optimizer import (
     Optimizer,
     _check_betas,
     _check_hparam,
+    _check_lr,
     _grad_for_update,
     _incr_step,
     _lerp_,
@@ -65,7 +66,7 @@ class Adam(Optimizer):
         decoupled_weight_decay: bool = False,
     ) -> None:
         name = type(self).__name__
-        _check_hparam(float(lr) >= 0.0, "learning rate", lr, "lr >= 0", name)
+        _check_lr(lr, name)
         _check_hparam(eps >= 0.0, "epsilon value", eps, "eps >= 0", name)
         _check_betas(betas, name)
         _check_hparam(weight_decay >= 0.0, "weight_decay value", weight_decay, "weight_decay >= 0", name)
@@ -114,12 +115,13 @@ class Adam(Optimizer):
                 g = _grad_for_update(xp, p, group["maximize"], 0 if decoupled else wd, scratch)
                 m = state["exp_avg"]._data
                 v = state["exp_avg_sq"]._data
-                # the lerp needs its own scratch when g lives in ours
-                _lerp_(xp, m, g, 1 - beta1, scratch if g is not scratch else xp.empty_like(d))
+                # a second scratch array only when g itself lives in the first
+                work = scratch if g is not scratch else xp.empty_like(d)
+                _lerp_(xp, m, g, 1 - beta1, work)
                 v *= beta2
-                xp.multiply(g, 1 - beta2, out=scratch)
-                scratch *= g
-                v += scratch
+                xp.multiply(g, 1 - beta2, out=work)
+                work *= g
+                v += work
 
                 bias_correction1 = 1 - beta1**step
                 bias_correction2_sqrt = (1 - beta2**step) ** 0.5
@@ -129,7 +131,7 @@ class Adam(Optimizer):
                     xp.maximum(vmax, v, out=vmax)
                     state["max_exp_avg_sq"]._vc[0] += 1
                     v = vmax
-                denom = xp.sqrt(v, out=scratch)
+                denom = xp.sqrt(v, out=work)
                 denom /= bias_correction2_sqrt
                 denom += eps
                 xp.divide(m, denom, out=denom)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 import functools
 from collections import OrderedDict, defaultdict
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from ..autograd.grad_mode import enable_grad
 from ..autograd.variable import make_tensor
@@ -69,9 +69,7 @@ def _with_step_hooks(step: Callable) -> Callable:
             res = hook(self, args, kwargs)
             if res is not None:
                 if not (isinstance(res, tuple) and len(res) == 2):
-                    raise RuntimeError(
-                        f"a step pre-hook must return None or a tuple (new_args, new_kwargs), got {res!r}"
-                    )
+                    raise RuntimeError(f"a step pre-hook must return None or a tuple (new_args, new_kwargs), got {res!r}")
                 args, kwargs = res
         self._in_step = True
         try:
@@ -187,8 +185,7 @@ class Optimizer:
         ids = [id(p) for p in tensors]
         if len(set(ids)) != len(ids):
             raise ValueError(
-                f"{type(self).__name__}: a parameter group lists the same parameter more than once; "
-                "list each parameter once"
+                f"{type(self).__name__}: a parameter group lists the same parameter more than once; list each parameter once"
             )
         for gi, other in enumerate(self.param_groups):
             taken = {id(p) for p in other["params"]}
@@ -393,6 +390,12 @@ def _check_hparam(ok: bool, what: str, value: Any, need: str, opt: str) -> None:
         raise ValueError(f"Invalid {what}: {value} ({opt} needs {need})")
 
 
+def _check_lr(lr: Any, opt: str) -> None:
+    """A learning rate must be >= 0 (``required`` passes: each group must then set it)."""
+    if lr is not required:
+        _check_hparam(float(lr) >= 0.0, "learning rate", lr, "lr >= 0", opt)
+
+
 def _check_betas(betas: Any, opt: str) -> None:
     if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
         raise ValueError(f"{opt}: betas must be a pair (beta1, beta2), got {betas!r}")
@@ -449,8 +452,3 @@ def _grad_for_update(xp: Any, p: Tensor, maximize: bool, weight_decay: float, sc
     if maximize:
         return xp.negative(g, out=scratch)
     return g
-
-
-def _iter_params(groups: Iterable[dict]) -> Iterable:
-    for group in groups:
-        yield from group["params"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from .optimizer import Optimizer, _check_hparam, _grad_for_update, _state_from
+from .optimizer import Optimizer, _check_hparam, _check_lr, _grad_for_update, _state_from
 
 __all__ = ["SGD"]
 
@@ -49,13 +49,12 @@ class SGD(Optimizer):
         maximize: bool = False,
         foreach: bool | None = None,
     ) -> None:
-        _check_hparam(float(lr) >= 0.0, "learning rate", lr, "lr >= 0", "SGD")
+        _check_lr(lr, "SGD")
         _check_hparam(momentum >= 0.0, "momentum value", momentum, "momentum >= 0", "SGD")
         _check_hparam(weight_decay >= 0.0, "weight_decay value", weight_decay, "weight_decay >= 0", "SGD")
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError(
-                f"Nesterov momentum requires a momentum and zero dampening (got momentum={momentum}, "
-                f"dampening={dampening})"
+                f"Nesterov momentum requires a momentum and zero dampening (got momentum={momentum}, dampening={dampening})"
             )
         defaults = {
             "lr": lr,

@@ -34,13 +34,16 @@ def _finish(arr: np.ndarray, device: Any, requires_grad: bool) -> Any:
 
 
 def _infer_dtype(data: Any) -> DType:
-    """PyTorch's inference: bools -> bool, ints -> int64, floats -> default float."""
+    """PyTorch's inference: NumPy arrays and scalars keep their dtype; Python bools give
+    bool, ints int64, floats the default float dtype."""
+    if isinstance(data, (np.ndarray, np.generic)):
+        return from_numpy_dtype(data.dtype)
     arr = np.asarray(data)
     if arr.dtype == np.bool_:
         return bool_
     if arr.dtype.kind in "iu":
-        return int64 if arr.dtype.kind == "i" or arr.dtype.itemsize >= 8 else from_numpy_dtype(arr.dtype)
-    if arr.dtype.kind == "f" and not isinstance(data, np.ndarray):
+        return int64
+    if arr.dtype.kind == "f":
         return get_default_dtype()
     if arr.dtype.kind == "O":
         raise DTypeError("cannot build a tensor from ragged or object data; give equal-length nested lists")
@@ -220,4 +223,3 @@ __all__ = [
     "linspace", "normal", "ones", "ones_like", "rand", "rand_like", "randint", "randint_like",
     "randn", "randn_like", "randperm", "tensor", "zeros", "zeros_like",
 ]
-_ = (Device, float32)

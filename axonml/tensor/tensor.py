@@ -360,7 +360,7 @@ class Tensor(TensorBase):
             )
         self._check_inplace(op)
         if result._rg and _grad_state.enabled:
-            if self._base is not None or self._has_views:
+            if self._base is not None or self._has_live_views():
                 raise AutogradError(
                     f"{op}: in-place op on a tensor that requires grad and shares storage with "
                     "views is not supported; use the out-of-place op or .clone() first"

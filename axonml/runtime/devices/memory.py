@@ -3,29 +3,52 @@
 Note on accounting: a tensor that owns its array (not a view) holds a ``Storage`` token
 that adds the array's ``nbytes`` when created and subtracts them when collected; views
 share their base's token, and a graph node that saves an array for backward holds its
-token, so saved activations count until the graph is freed. FSDP's memory tests read these numbers, so
-they count storage, not Python objects.
+token, so saved activations count until the graph is freed. FSDP's memory tests read
+these numbers, so they count storage, not Python objects.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 
-_current: dict[str, int] = defaultdict(int)
-_peak: dict[str, int] = defaultdict(int)
-_allocs: dict[str, int] = defaultdict(int)
+
+class _Stats:
+    __slots__ = ("current", "peak", "allocs")
+
+    def __init__(self) -> None:
+        self.current = 0
+        self.peak = 0
+        self.allocs = 0
 
 
-def track_alloc(device_key: str, nbytes: int) -> None:
-    cur = _current[device_key] + nbytes
-    _current[device_key] = cur
-    _allocs[device_key] += 1
-    if cur > _peak[device_key]:
-        _peak[device_key] = cur
+_stats: dict[str, _Stats] = defaultdict(_Stats)
 
 
-def track_free(device_key: str, nbytes: int) -> None:
-    _current[device_key] -= nbytes
+class Storage:
+    """Accounting token of one tensor storage: counted while a tensor, a view of it, or a
+    saved-for-backward reference holds it; uncounted when the last one goes."""
+
+    __slots__ = ("stats", "nbytes")
+
+    def __del__(self) -> None:
+        self.stats.current -= self.nbytes
+
+
+_new = object.__new__
+
+
+def new_storage(device_key: str, nbytes: int) -> Storage:
+    """Count ``nbytes`` on ``device_key`` until the returned token is collected."""
+    st = _stats[device_key]
+    s = _new(Storage)
+    s.stats = st
+    s.nbytes = nbytes
+    cur = st.current + nbytes
+    st.current = cur
+    st.allocs += 1
+    if cur > st.peak:
+        st.peak = cur
+    return s
 
 
 def memory_stats(device: object = "cpu") -> dict[str, int]:
@@ -35,44 +58,13 @@ def memory_stats(device: object = "cpu") -> dict[str, int]:
 
         ax.runtime.memory_stats("cpu")["peak_bytes"]
     """
-    key = str(device)
-    return {
-        "current_bytes": _current[key],
-        "peak_bytes": _peak[key],
-        "num_allocs": _allocs[key],
-    }
+    st = _stats[str(device)]
+    return {"current_bytes": st.current, "peak_bytes": st.peak, "num_allocs": st.allocs}
 
 
 def reset_peak_memory_stats(device: object = "cpu") -> None:
     """Reset the peak of ``device`` to its current value."""
-    key = str(device)
-    _peak[key] = _current[key]
+    st = _stats[str(device)]
+    st.peak = st.current
 
 
-class Storage:
-    """Accounting token of one tensor storage: counted while a tensor, a view of it, or a
-    saved-for-backward reference holds it; uncounted when the last one goes."""
-
-    __slots__ = ("key", "nbytes")
-
-    def __del__(self) -> None:
-        try:
-            _current[self.key] -= self.nbytes
-        except Exception:  # interpreter shutdown
-            pass
-
-
-_new = object.__new__
-
-
-def new_storage(device_key: str, nbytes: int) -> Storage:
-    """Count ``nbytes`` on ``device_key`` until the returned token is collected."""
-    s = _new(Storage)
-    s.key = device_key
-    s.nbytes = nbytes
-    cur = _current[device_key] + nbytes
-    _current[device_key] = cur
-    _allocs[device_key] += 1
-    if cur > _peak[device_key]:
-        _peak[device_key] = cur
-    return s

@@ -34,7 +34,7 @@ from .core import reshape
 _F32 = np.dtype("float32")
 
 
-# -- shared helpers (also used by pool.py) ---------------------------------------------
+# -- shared helpers (also used by pool.py, spatial.py)------------------------------------------
 def _tuple(v: Any, n: int, name: str, op: str) -> tuple:
     """An int or a sequence of ``n`` ints as an ``n``-tuple of ints."""
     if isinstance(v, (int, np.integer)):
@@ -92,13 +92,18 @@ def _out_size(size: int, k: int, s: int, d: int) -> int:
 
 
 # -- the three convolution kernels (raw arrays) -----------------------------------------
-def _im2col(xp: Any, x: Any, kshape: tuple, stride: tuple, pad: tuple, dil: tuple, groups: int) -> tuple:
-    """Columns (groups, C/groups * kh * kw, N * OH * OW) of ``x`` (N, C, H, W), and (OH, OW)."""
+def _im2col(xp: Any, x: Any, kshape: tuple, stride: tuple, pad: tuple, dil: tuple, groups: int, out_hw: Any = None) -> tuple:
+    """Columns (groups, C/groups * kh * kw, N * OH * OW) of ``x`` (N, C, H, W), and (OH, OW).
+
+    ``out_hw`` keeps only the first windows (a transposed conv whose output_padding is at
+    least its stride has one more window than input pixels)."""
     n, c = x.shape[:2]
     kh, kw = kshape
     xpad = _pad2(xp, x, pad)
     oh = _out_size(xpad.shape[2], kh, stride[0], dil[0])
     ow = _out_size(xpad.shape[3], kw, stride[1], dil[1])
+    if out_hw is not None:
+        oh, ow = min(oh, out_hw[0]), min(ow, out_hw[1])
     win = _windows(xp, xpad, (oh, ow), kshape, stride, dil).reshape(n, groups, c // groups, oh, ow, kh, kw)
     cols = xp.ascontiguousarray(win.transpose(1, 2, 5, 6, 0, 3, 4))  # (g, Cg, kh, kw, N, OH, OW)
     return cols.reshape(groups, (c // groups) * kh * kw, n * oh * ow), (oh, ow)
@@ -140,7 +145,7 @@ def _conv_input_grad(xp: Any, gy: Any, w: Any, x_shape: tuple, stride: tuple, pa
 
 def _conv_weight_grad(xp: Any, x: Any, gy: Any, w_shape: tuple, stride: tuple, pad: tuple, dil: tuple, groups: int) -> Any:
     """The gradient of ``conv(x, w)`` with respect to w (shape ``w_shape``) for ``gy``."""
-    cols, _ = _im2col(xp, x, w_shape[2:], stride, pad, dil, groups)
+    cols, _ = _im2col(xp, x, w_shape[2:], stride, pad, dil, groups, gy.shape[2:])
     dw = xp.matmul(_grad_rows(xp, gy, groups), cols.transpose(0, 2, 1))  # (g, O/g, Cg*kh*kw)
     return dw.reshape(w_shape)
 
@@ -219,9 +224,7 @@ def _prepare(op: str, nd: int, x: Any, w: Any, b: Any) -> tuple:
     if b is not None and not isinstance(b, TensorBase):
         raise TypeError(f"{op}: bias must be a Tensor or None, got {type(b).__name__}")
     if x.ndim not in (nd + 1, nd + 2):
-        raise ShapeError(
-            f"{op}: expected a {nd + 1}-D (unbatched) or {nd + 2}-D (batched) input, got shape {tuple(x.shape)}"
-        )
+        raise ShapeError(f"{op}: expected a {nd + 1}-D (unbatched) or {nd + 2}-D (batched) input, got shape {tuple(x.shape)}")
     if w.ndim != nd + 2:
         raise ShapeError(f"{op}: expected a {nd + 2}-D weight, got shape {tuple(w.shape)}")
     batched = x.ndim == nd + 2
@@ -311,7 +314,9 @@ def _conv(op: str, nd: int, x: Any, w: Any, b: Any, stride: Any, padding: Any, d
     return out if batched else reshape(out, tuple(out.shape[1:]))
 
 
-def conv1d(input: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1) -> Any:
+def conv1d(
+    input: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1
+) -> Any:
     """1-d convolution (cross-correlation), as ``torch.nn.functional.conv1d``.
 
     Args: input (N, C_in, L) or unbatched (C_in, L); weight (C_out, C_in/groups, k);
@@ -325,7 +330,9 @@ def conv1d(input: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: 
     return _conv("conv1d", 1, input, weight, bias, stride, padding, dilation, groups)
 
 
-def conv2d(input: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1) -> Any:
+def conv2d(
+    input: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1
+) -> Any:
     """2-d convolution (cross-correlation), as ``torch.nn.functional.conv2d``.
 
     Args: input (N, C_in, H, W) or unbatched (C_in, H, W); weight (C_out, C_in/groups, kh, kw);
@@ -340,7 +347,9 @@ def conv2d(input: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: 
     return _conv("conv2d", 2, input, weight, bias, stride, padding, dilation, groups)
 
 
-def _conv_transpose(op: str, nd: int, x: Any, w: Any, b: Any, stride: Any, padding: Any, output_padding: Any, groups: int, dilation: Any) -> Any:
+def _conv_transpose(
+    op: str, nd: int, x: Any, w: Any, b: Any, stride: Any, padding: Any, output_padding: Any, groups: int, dilation: Any
+) -> Any:
     x, w, b, batched = _prepare(op, nd, x, w, b)
     stride, dilation = _tuple(stride, nd, "stride", op), _tuple(dilation, nd, "dilation", op)
     _check_positive(op, stride=stride, dilation=dilation)
@@ -357,9 +366,13 @@ def _conv_transpose(op: str, nd: int, x: Any, w: Any, b: Any, stride: Any, paddi
     _check_groups(op, groups, x.shape[1], c_out, w.shape, x.shape, c_in)
     _check_bias(op, b, c_out)
     ks = tuple(w.shape[2:])
-    out_sz = tuple((i - 1) * s - 2 * p + d * (k - 1) + o + 1 for i, s, p, d, k, o in zip(x.shape[2:], stride, pad, dilation, ks, opad))
+    out_sz = tuple(
+        (i - 1) * s - 2 * p + d * (k - 1) + o + 1 for i, s, p, d, k, o in zip(x.shape[2:], stride, pad, dilation, ks, opad)
+    )
     if any(i <= 0 for i in out_sz):
-        raise ShapeError(f"{op}: input of shape {tuple(x.shape)} with weight {tuple(w.shape)} gives a non-positive output size {out_sz}")
+        raise ShapeError(
+            f"{op}: input of shape {tuple(x.shape)} with weight {tuple(w.shape)} gives a non-positive output size {out_sz}"
+        )
     pad = tuple((p, p) for p in pad)
     if nd == 1:
         n, c, length = x.shape
@@ -373,7 +386,14 @@ def _conv_transpose(op: str, nd: int, x: Any, w: Any, b: Any, stride: Any, paddi
 
 
 def conv_transpose1d(
-    input: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, output_padding: Any = 0, groups: int = 1, dilation: Any = 1
+    input: Any,
+    weight: Any,
+    bias: Any = None,
+    stride: Any = 1,
+    padding: Any = 0,
+    output_padding: Any = 0,
+    groups: int = 1,
+    dilation: Any = 1,
 ) -> Any:
     """1-d transposed convolution, as ``torch.nn.functional.conv_transpose1d``.
 
@@ -387,7 +407,14 @@ def conv_transpose1d(
 
 
 def conv_transpose2d(
-    input: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, output_padding: Any = 0, groups: int = 1, dilation: Any = 1
+    input: Any,
+    weight: Any,
+    bias: Any = None,
+    stride: Any = 1,
+    padding: Any = 0,
+    output_padding: Any = 0,
+    groups: int = 1,
+    dilation: Any = 1,
 ) -> Any:
     """2-d transposed convolution ("deconvolution"), as ``torch.nn.functional.conv_transpose2d``.
 

@@ -17,6 +17,7 @@ from ...autograd.function import Function
 from ...autograd.grad_mode import state as _grad_state
 from ...autograd.variable import TensorBase
 from ...errors import ShapeError
+from ...runtime.devices.kernels import matmul as _mm
 from ...runtime.dtypes import get_default_dtype
 from .._helpers import broadcast_error, norm_dim, norm_dims, promote, promote_scalar_first, sum_to_shape
 
@@ -36,7 +37,8 @@ def _reduce_t(g: Any, shape: tuple | None) -> Any:
 class Add(Function):
     @staticmethod
     def forward(ctx, a, b):
-        ctx.sa, ctx.sb = _shape_of(a), _shape_of(b)
+        ctx.sa = a.shape  # add() always puts the tensor first
+        ctx.sb = getattr(b, "shape", None)
         try:
             return a + b
         except ValueError:
@@ -307,7 +309,7 @@ class MatMul(Function):
             raise ShapeError(f"matmul: both arguments need at least 1 dimension, got shapes {a.shape} and {b.shape}")
         ctx.save_for_backward(a, b)
         try:
-            return ctx.xp.matmul(a, b)
+            return _mm(ctx.xp, a, b)
         except ValueError:
             raise ShapeError(
                 f"matmul: shapes {tuple(a.shape)} and {tuple(b.shape)} do not fit: the last "
@@ -332,9 +334,9 @@ class MatMul(Function):
             g2 = g2[..., :, None]
         ga = gb = None
         if need[0]:
-            ga = sum_to_shape(xp, xp.matmul(g2, xp.swapaxes(b2, -1, -2)), a2.shape).reshape(a.shape)
+            ga = sum_to_shape(xp, _mm(xp, g2, xp.swapaxes(b2, -1, -2)), a2.shape).reshape(a.shape)
         if need[1]:
-            gb = sum_to_shape(xp, xp.matmul(xp.swapaxes(a2, -1, -2), g2), b2.shape).reshape(b.shape)
+            gb = sum_to_shape(xp, _mm(xp, xp.swapaxes(a2, -1, -2), g2), b2.shape).reshape(b.shape)
         return ga, gb
 
     @staticmethod
