@@ -44,7 +44,7 @@ def small_ops() -> list:
 
 def mlp_fwd_bwd(width: int = 1024, batch: int = 64, layers: int = 4) -> dict:
     rng = np.random.default_rng(1)
-    ws = [rng.standard_normal((width, width)).astype(np.float32) / np.sqrt(width) for _ in range(layers)]
+    ws = [(rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32) for _ in range(layers)]
     bs = [np.zeros(width, np.float32) for _ in range(layers)]
     x = rng.standard_normal((batch, width)).astype(np.float32)
     aw = [ax.tensor(w, requires_grad=True) for w in ws]
@@ -75,8 +75,8 @@ def mlp_fwd_bwd(width: int = 1024, batch: int = 64, layers: int = 4) -> dict:
 def matmul_block(n: int = 2048) -> dict:
     rng = np.random.default_rng(2)
     x = rng.standard_normal((n, n)).astype(np.float32)
-    w1 = rng.standard_normal((n, n)).astype(np.float32) / np.sqrt(n)
-    w2 = rng.standard_normal((n, n)).astype(np.float32) / np.sqrt(n)
+    w1 = (rng.standard_normal((n, n)) / np.sqrt(n)).astype(np.float32)
+    w2 = (rng.standard_normal((n, n)) / np.sqrt(n)).astype(np.float32)
     xa, a1, a2 = ax.tensor(x), ax.tensor(w1, requires_grad=True), ax.tensor(w2, requires_grad=True)
     xt, t1, t2 = torch.tensor(x), torch.tensor(w1, requires_grad=True), torch.tensor(w2, requires_grad=True)
 

@@ -144,7 +144,7 @@ class Function(Node):
             ctx.needs_input_grad = tuple([e is not None for e in edges])
         else:
             need = False
-        out = cls.forward(ctx, *raw, **kwargs)
+        out = cls.forward(ctx, *raw, **kwargs) if kwargs else cls.forward(ctx, *raw)
         view_of = ctx.view_of
         base = None if view_of is None else args[view_of]
         if type(out) is not tuple:

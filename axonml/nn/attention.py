@@ -1,12 +1,13 @@
 """Attention: ``scaled_dot_product_attention`` and ``MultiheadAttention``.
 
 Note on the softmax: both entry points end in one fused op, ``_MaskedSoftmax``, which
-adds the (already additive, float) mask, applies the causal triangle and normalises, in
+scales the scores, adds the (already additive, float) mask, applies the causal triangle and normalises, in
 one graph node whose backward needs only the probabilities. It has two modes because
 PyTorch has two: ``scaled_dot_product_attention`` (and ``MultiheadAttention`` with
 ``need_weights=False``, which PyTorch routes through it) uses a *safe* softmax where a
 row whose every key is masked gives zeros; ``MultiheadAttention`` with
-``need_weights=True`` uses a plain softmax, where such a row gives NaN.
+``need_weights=True`` uses a plain softmax, where such a row gives NaN. float16 and
+bfloat16 scores are normalised in float32.
 
 Note on masks: PyTorch's conventions differ by entry point and are kept. For
 ``scaled_dot_product_attention`` a bool mask is True where a query *may* attend; for
@@ -38,19 +39,19 @@ _LOW_PRECISION = ("float16", "bfloat16")
 
 
 class _MaskedSoftmax(Function):
-    """softmax(scores + mask, dim=-1) with an optional top-left causal triangle.
+    """softmax(scores * scale + mask, dim=-1) with an optional top-left causal triangle.
 
     ``safe=True``: rows where every entry is -inf give 0 (PyTorch's SDPA); otherwise NaN.
     Half-precision scores are normalised in float32 and cast back.
     """
 
     @staticmethod
-    def forward(ctx, scores, mask, causal, safe):
+    def forward(ctx, scores, mask, causal, safe, scale):
         xp = ctx.xp
-        ctx.out_dtype = scores.dtype
+        ctx.out_dtype, ctx.scale = scores.dtype, scale
         ctx.mask_shape = None if mask is None else mask.shape
         low = scores.dtype.name in _LOW_PRECISION
-        z = scores.astype(np.float32) if low else scores
+        z = (scores.astype(np.float32) if low else scores) * scale
         if mask is not None:
             z = z + (mask.astype(np.float32) if low else mask)
         if causal:
@@ -75,12 +76,12 @@ class _MaskedSoftmax(Function):
         y = ctx.y
         g = g.astype(y.dtype, copy=False)
         gz = y * (g - (g * y).sum(axis=-1, keepdims=True))
-        g_scores = gz.astype(ctx.out_dtype, copy=False) if ctx.needs_input_grad[0] else None
+        g_scores = (gz * ctx.scale).astype(ctx.out_dtype, copy=False) if ctx.needs_input_grad[0] else None
         g_mask = sum_to_shape(xp, gz, ctx.mask_shape) if ctx.mask_shape is not None and ctx.needs_input_grad[1] else None
-        return g_scores, g_mask, None, None
+        return g_scores, g_mask, None, None, None
 
 
-def _masked_softmax(scores: Tensor, mask: Tensor | None, causal: bool, safe: bool) -> Tensor:
+def _masked_softmax(scores: Tensor, mask: Tensor | None, causal: bool, safe: bool, scale: float = 1.0) -> Tensor:
     if mask is not None:
         try:
             full_shape = np.broadcast_shapes(tuple(mask.shape), tuple(scores.shape))
@@ -92,7 +93,7 @@ def _masked_softmax(scores: Tensor, mask: Tensor | None, causal: bool, safe: boo
                 f"scores of shape {tuple(scores.shape)} (batch..., L, S); give a mask of shape (L, S) or one "
                 "that broadcasts to it"
             )
-    return _MaskedSoftmax.apply(scores, mask, bool(causal), bool(safe))
+    return _MaskedSoftmax.apply(scores, mask, bool(causal), bool(safe), float(scale))
 
 
 def _check_float_mask(mask: Tensor, name: str, dtype: Any, op: str) -> None:
@@ -167,12 +168,12 @@ def scaled_dot_product_attention(
         key, value = _repeat_kv_heads(query, key, op), _repeat_kv_heads(query, value, op)
     if scale is None:
         scale = 1.0 / math.sqrt(query.shape[-1])
-    scores = (query @ key.transpose(-2, -1)) * scale  # (..., L, S)
+    scores = query @ key.transpose(-2, -1)  # (..., L, S); the softmax op applies the scale
     mask = None
     if attn_mask is not None:
         _check_float_mask(attn_mask, "attn_mask", query.dtype, op)
         mask = attn_mask if attn_mask.dtype.is_floating_point else _additive(attn_mask, False, query.dtype)
-    probs = _masked_softmax(scores, mask, is_causal, safe=True)
+    probs = _masked_softmax(scores, mask, is_causal, True, scale)
     if dropout_p > 0.0:
         probs = dropout(probs, dropout_p, True)
     return probs @ value
@@ -369,8 +370,8 @@ class MultiheadAttention(Module):
         if kpm is not None:
             kpm = kpm.reshape(N, 1, 1, S).expand(N, H, 1, S).reshape(N * H, 1, S)
             mask = kpm if mask is None else mask + kpm
-        scores = (q * (1.0 / math.sqrt(hd))) @ k.transpose(1, 2)  # (N*H, L, S)
-        weights = _masked_softmax(scores, mask, causal, safe=not need_weights)
+        scores = q @ k.transpose(1, 2)  # (N*H, L, S), scaled by 1/sqrt(head_dim) in the softmax op
+        weights = _masked_softmax(scores, mask, causal, not need_weights, 1.0 / math.sqrt(hd))
         if self.training and self.dropout > 0.0:
             weights = dropout(weights, self.dropout, True)
         out = (weights @ v).transpose(0, 1).reshape(L * N, E)  # (L*N, E)

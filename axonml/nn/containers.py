@@ -195,6 +195,23 @@ class ModuleList(Module):
         del self[index]
         return m
 
+    def __repr__(self) -> str:
+        """PyTorch's layout: runs of identical children collapse to ``(0-2): 3 x Linear(...)``."""
+        reprs = [repr(m) for m in self]
+        if not reprs:
+            return type(self).__name__ + "()"
+        runs: list[list] = []  # [first index, last index, repr]
+        for i, r in enumerate(reprs):
+            if runs and runs[-1][2] == r:
+                runs[-1][1] = i
+            else:
+                runs.append([i, i, r])
+        lines = []
+        for first, last, r in runs:
+            key = f"({first}): " if first == last else f"({first}-{last}): {last - first + 1} x "
+            lines.append((key + r).replace("\n", "\n  "))
+        return type(self).__name__ + "(\n  " + "\n  ".join(lines) + "\n)"
+
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError("ModuleList has no forward(); iterate over it and call its modules")
 

@@ -1,4 +1,4 @@
-"""Convolutions: ``Conv1d``, ``Conv2d``.
+"""Convolutions: ``Conv1d``, ``Conv2d``, ``ConvTranspose1d``, ``ConvTranspose2d``.
 
 Note on padding: ``padding`` is an int, a tuple, ``'valid'`` (none) or ``'same'`` (the
 output keeps the input's spatial size; stride must be 1). ``'same'`` needs a total padding
@@ -36,6 +36,7 @@ class _ConvNd(Module):
     def __init__(
         self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
         groups: int = 1, bias: bool = True, padding_mode: str = "zeros", device: Any = None, dtype: Any = None,
+        transposed: bool = False, output_padding: Any = 0,
     ) -> None:
         super().__init__()
         cls, n = type(self).__name__, self._n
@@ -60,14 +61,16 @@ class _ConvNd(Module):
             self.padding = padding
         else:
             self.padding = _ntuple(padding, n, "padding", cls)
-        self.output_padding = (0,) * n
-        self.transposed = False
+        self.output_padding = _ntuple(output_padding, n, "output_padding", cls)
+        self.transposed = transposed
         self.groups = groups
         self.padding_mode = padding_mode
         # F.pad order: last dim first, (left, right) per dim
         self._pad_pairs = self._explicit_padding()
         self._reversed_padding_repeated_twice = [v for pair in reversed(self._pad_pairs) for v in pair]
-        self.weight = Parameter(empty(out_channels, in_channels // groups, *self.kernel_size, device=device, dtype=dtype))
+        # (out, in/groups, *k), or (in, out/groups, *k) for a transposed convolution
+        wshape = (in_channels, out_channels // groups) if transposed else (out_channels, in_channels // groups)
+        self.weight = Parameter(empty(*wshape, *self.kernel_size, device=device, dtype=dtype))
         if bias:
             self.bias = Parameter(empty(out_channels, device=device, dtype=dtype))
         else:
@@ -114,6 +117,8 @@ class _ConvNd(Module):
             s += f", padding={self.padding}"
         if self.dilation != (1,) * self._n:
             s += f", dilation={self.dilation}"
+        if self.output_padding != (0,) * self._n:
+            s += f", output_padding={self.output_padding}"
         if self.groups != 1:
             s += f", groups={self.groups}"
         if self.bias is None:
@@ -158,3 +163,75 @@ class Conv2d(_ConvNd):
 
     def _conv(self, input: Tensor, weight: Tensor, bias: Tensor | None, padding: Any) -> Tensor:
         return F.conv2d(input, weight, bias, self.stride, padding, self.dilation, self.groups)
+
+
+class _ConvTransposeNd(_ConvNd):
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1, padding: Any = 0, output_padding: Any = 0,
+        groups: int = 1, bias: bool = True, dilation: Any = 1, padding_mode: str = "zeros", device: Any = None, dtype: Any = None,
+    ) -> None:
+        cls = type(self).__name__
+        if padding_mode != "zeros":
+            raise ValueError(f'{cls}: only "zeros" padding mode is supported, got padding_mode={padding_mode!r}')
+        if isinstance(padding, str):
+            raise ValueError(f"{cls}: padding must be an int or a tuple of ints, got {padding!r}")
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode, device, dtype,
+            transposed=True, output_padding=output_padding,
+        )
+        for op, s, d in zip(self.output_padding, self.stride, self.dilation):
+            if op >= s and op >= d:
+                raise ValueError(f"{cls}: output_padding {self.output_padding} must be smaller than either stride or dilation")
+
+    def _output_padding(self, input: Tensor, output_size: Any) -> tuple:
+        """The output padding that makes the output ``output_size`` (PyTorch's rule)."""
+        if output_size is None:
+            return self.output_padding
+        n = self._n
+        non_spatial = 2 if input.dim() == n + 2 else 1
+        size = [int(v) for v in output_size]
+        if len(size) == n + non_spatial:
+            size = size[non_spatial:]
+        if len(size) != n:
+            raise ValueError(f"{type(self).__name__}: output_size must have {n} or {n + non_spatial} elements, got {output_size}")
+        res = []
+        for d in range(n):
+            span = self.dilation[d] * (self.kernel_size[d] - 1) + 1
+            lo = (input.shape[d + non_spatial] - 1) * self.stride[d] - 2 * self.padding[d] + span
+            hi = lo + self.stride[d] - 1
+            if not lo <= size[d] <= hi:
+                raise ValueError(
+                    f"{type(self).__name__}: requested an output size of {size}, but valid sizes range from "
+                    f"{lo} to {hi} in dim {d} (for an input of shape {tuple(input.shape)})"
+                )
+            res.append(size[d] - lo)
+        return tuple(res)
+
+
+class ConvTranspose1d(_ConvTransposeNd):
+    """1-D transposed convolution (the gradient of ``Conv1d`` with respect to its input).
+
+    ``forward(input, output_size=None)``: ``output_size`` resolves the ambiguity of strided
+    outputs. The weight has shape ``(in_channels, out_channels // groups, k)``.
+
+    Example: ``ax.nn.ConvTranspose1d(4, 3, 3, stride=2)(ax.randn(2, 4, 10)).shape  # (2, 3, 21)``
+    """
+
+    _n = 1
+
+    def forward(self, input: Tensor, output_size: Any = None) -> Tensor:
+        op = self._output_padding(input, output_size)
+        return F.conv_transpose1d(input, self.weight, self.bias, self.stride, self.padding, op, self.groups, self.dilation)
+
+
+class ConvTranspose2d(_ConvTransposeNd):
+    """2-D transposed convolution (see :class:`ConvTranspose1d`).
+
+    Example: ``ax.nn.ConvTranspose2d(8, 4, 2, stride=2)(ax.randn(1, 8, 5, 5)).shape  # (1, 4, 10, 10)``
+    """
+
+    _n = 2
+
+    def forward(self, input: Tensor, output_size: Any = None) -> Tensor:
+        op = self._output_padding(input, output_size)
+        return F.conv_transpose2d(input, self.weight, self.bias, self.stride, self.padding, op, self.groups, self.dilation)

@@ -129,7 +129,9 @@ def trunc_normal_(
 
     lo, hi = cdf((a - mean) / std), cdf((b - mean) / std)
     if hi - lo < 1e-12:
-        logger.warning("trunc_normal_: [a, b] = [%s, %s] is more than many std from the mean; values are clamped", a, b)
+        logger.warning(
+            "trunc_normal_: [a, b] = [%s, %s] lies far in the tail of N(%s, %s²); values are clamped", a, b, mean, std
+        )
     u = get_generator(generator).uniform(2 * lo - 1, 2 * hi - 1, tuple(tensor.shape))
     # inverse CDF of the standard normal: sqrt(2) * erfinv(u)
     vals = mean + std * math.sqrt(2.0) * _erfinv(u)

@@ -4,6 +4,10 @@
 Note on initialisation: weights use ``kaiming_uniform_(a=sqrt(5))`` and biases
 ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, PyTorch's defaults, drawn from axonml's default
 generator so that ``ax.manual_seed`` makes a model reproducible.
+
+Note on imports: this module calls the ops from ``axonml.tensor`` rather than through
+``axonml.nn.functional``, because ``functional`` re-exports attention, which builds on
+``Linear``: going through ``functional`` here would make an import cycle.
 """
 
 from __future__ import annotations
@@ -11,8 +15,7 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-from ..tensor import Tensor, empty
-from . import functional as F
+from ..tensor import Tensor, bilinear, empty, linear
 from . import init
 from .module import Module
 from .parameter import Parameter
@@ -78,7 +81,7 @@ class Linear(Module):
             init.uniform_(self.bias, -bound, bound)
 
     def forward(self, input: Tensor) -> Tensor:
-        return F.linear(input, self.weight, self.bias)
+        return linear(input, self.weight, self.bias)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
@@ -117,7 +120,7 @@ class Bilinear(Module):
             init.uniform_(self.bias, -bound, bound)
 
     def forward(self, input1: Tensor, input2: Tensor) -> Tensor:
-        return F.bilinear(input1, input2, self.weight, self.bias)
+        return bilinear(input1, input2, self.weight, self.bias)
 
     def extra_repr(self) -> str:
         return (

@@ -1,4 +1,5 @@
-"""Normalisation layers: ``LayerNorm``, ``RMSNorm``, ``GroupNorm``, ``BatchNorm1d/2d/3d``.
+"""Normalisation layers: ``LayerNorm``, ``RMSNorm``, ``GroupNorm``, ``BatchNorm1d/2d/3d``,
+``InstanceNorm1d/2d``.
 
 Note on BatchNorm running statistics: in training mode with ``track_running_stats`` the
 layer counts batches in the ``num_batches_tracked`` buffer and hands ``F.batch_norm`` the
@@ -274,3 +275,57 @@ class BatchNorm3d(_BatchNorm):
     """Batch normalisation of ``(N, C, D, H, W)`` inputs per channel (see :class:`BatchNorm1d`)."""
 
     _expected_dims = (5,)
+
+
+class _InstanceNorm(_BatchNorm):
+    """Shared implementation of ``InstanceNorm1d/2d``: per-sample, per-channel statistics
+    over the spatial dims; no affine and no running statistics by default."""
+
+    _no_batch_dim: int = 0
+
+    def __init__(
+        self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = False,
+        track_running_stats: bool = False, device: Any = None, dtype: Any = None, *, bias: bool = True,
+    ) -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias)
+
+    def _check_input_dim(self, input: Tensor) -> None:
+        want = (self._no_batch_dim, self._no_batch_dim + 1)
+        if input.dim() not in want:
+            raise ShapeError(
+                f"{type(self).__name__}: expected {want[0]}D (unbatched) or {want[1]}D (batched) input "
+                f"(got {input.dim()}D input of shape {tuple(input.shape)})"
+            )
+        feature_dim = input.dim() - self._no_batch_dim
+        if self.affine and input.shape[feature_dim] != self.num_features:
+            raise ShapeError(
+                f"{type(self).__name__}: expected input's size at dim={feature_dim} to match num_features "
+                f"({self.num_features}), but got: {input.shape[feature_dim]}"
+            )
+
+    def _apply_instance_norm(self, input: Tensor) -> Tensor:
+        return F.instance_norm(
+            input, self.running_mean, self.running_var, self.weight, self.bias,
+            self.training or not self.track_running_stats, self.momentum if self.momentum is not None else 0.0, self.eps,
+        )
+
+    def forward(self, input: Tensor) -> Tensor:
+        self._check_input_dim(input)
+        if input.dim() == self._no_batch_dim:
+            return self._apply_instance_norm(input.unsqueeze(0)).squeeze(0)
+        return self._apply_instance_norm(input)
+
+
+class InstanceNorm1d(_InstanceNorm):
+    """Instance normalisation of ``(N, C, L)`` (or unbatched ``(C, L)``) inputs.
+
+    Example: ``ax.nn.InstanceNorm1d(3, affine=True)(ax.randn(2, 3, 8))``
+    """
+
+    _no_batch_dim = 2
+
+
+class InstanceNorm2d(_InstanceNorm):
+    """Instance normalisation of ``(N, C, H, W)`` (or unbatched ``(C, H, W)``) inputs."""
+
+    _no_batch_dim = 3

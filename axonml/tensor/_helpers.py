@@ -8,7 +8,7 @@ import numpy as np
 
 from ..autograd.variable import TensorBase, make_tensor
 from ..errors import ShapeError
-from ..runtime.dtypes import DType, result_type
+from ..runtime.dtypes import DType, bfloat16, result_type
 
 SCALARS = (int, float, bool)
 
@@ -37,6 +37,9 @@ def promote(a: TensorBase, b: Any) -> tuple:
     dt = result_type(a, b)
     if dt is not a._dtype:
         a = a.to(dt)
+    if dt is bfloat16 and not isinstance(b, bool):
+        # ml_dtypes' bfloat16 has no weak Python scalars: a bare float would promote to float32
+        b = np.asarray(b, dtype=dt.np)
     return a, b
 
 

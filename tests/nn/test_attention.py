@@ -85,12 +85,28 @@ def test_sdpa_gqa_and_3d_and_size_one():
     check_vs_torch(scaled_dot_product_attention, F.scaled_dot_product_attention, arrays, atol=1e-9, rtol=1e-7)
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_sdpa_half_precision(dtype):
+    q = rng_array(2, 3, L, E, seed=0)
+    qa = ax.tensor(q).to(getattr(ax, dtype)).requires_grad_()
+    qt = torch.tensor(q).to(getattr(torch, dtype)).requires_grad_()
+    oa = scaled_dot_product_attention(qa, qa, qa, is_causal=True)
+    ot = F.scaled_dot_product_attention(qt, qt, qt, is_causal=True)
+    assert oa.dtype == getattr(ax, dtype)
+    tol = 2e-2 if dtype == "bfloat16" else 4e-3
+    np.testing.assert_allclose(oa.float().detach().numpy(), ot.float().detach().numpy(), atol=tol, rtol=tol)
+    oa.float().sum().backward()
+    ot.float().sum().backward()
+    assert qa.grad.dtype == qa.dtype
+    np.testing.assert_allclose(qa.grad.float().numpy(), qt.grad.float().numpy(), atol=4 * tol, rtol=4 * tol)
+
+
 @pytest.mark.parametrize("safe", [True, False])
 @pytest.mark.parametrize("causal", [True, False])
 def test_masked_softmax_gradcheck(safe, causal):
     scores = rng_array(2, 3, 4, seed=0)
     mask = rng_array(3, 4, seed=1)
-    gradcheck(lambda s, m: _masked_softmax(s, m, causal, safe), [scores, mask])
+    gradcheck(lambda s, m: _masked_softmax(s, m, causal, safe, 0.7), [scores, mask])
     gradcheck(lambda s: _masked_softmax(s, None, causal, safe), [scores])
 
 

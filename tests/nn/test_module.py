@@ -255,6 +255,15 @@ def test_sequential_state_dict_after_delete_matches_torch():
     assert list(am.state_dict()) == list(tm.state_dict())
 
 
+def test_modulelist_repr_collapses_repeats_like_torch():
+    def build(lib):
+        inner = lib.ModuleList([lib.Linear(2, 2) for _ in range(3)] + [lib.ReLU(), lib.ReLU(), lib.Tanh()])
+        return lib.ModuleList([lib.Sequential(lib.Linear(2, 2), inner) for _ in range(2)] + [lib.Identity()])
+
+    assert repr(build(nn)) == repr(build(tnn))
+    assert repr(nn.ModuleList()) == repr(tnn.ModuleList())
+
+
 def test_modulelist_and_moduledict():
     ml = nn.ModuleList([nn.Linear(2, 2) for _ in range(3)])
     assert len(ml) == 3 and isinstance(ml[1:], nn.ModuleList) and len(ml[1:]) == 2

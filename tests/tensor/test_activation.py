@@ -25,7 +25,11 @@ UNARY = [
     ("silu", ax.silu, F.silu),
     ("mish", ax.mish, F.mish),
     ("softplus", ax.softplus, F.softplus),
-    ("softplus_beta", lambda x: ax.softplus(x * 10, beta=2.0, threshold=5.0), lambda x: F.softplus(x * 10, beta=2.0, threshold=5.0)),
+    (
+        "softplus_beta",
+        lambda x: ax.softplus(x * 10, beta=2.0, threshold=5.0),
+        lambda x: F.softplus(x * 10, beta=2.0, threshold=5.0),
+    ),
     ("softsign", ax.softsign, F.softsign),
     ("hardtanh", lambda x: ax.hardtanh(x, -0.5, 0.8), lambda x: F.hardtanh(x, -0.5, 0.8)),
     ("hardsigmoid", lambda x: ax.hardsigmoid(x * 3), lambda x: F.hardsigmoid(x * 3)),
@@ -68,7 +72,14 @@ def test_unary_half_precision(name, fa, ft, dtype):
 
 def test_extreme_values_stay_finite():
     a = np.array([-1e4, -100.0, -30.0, 0.0, 30.0, 100.0, 1e4], dtype=np.float32)
-    for fa, ft in [(ax.silu, F.silu), (ax.softplus, F.softplus), (ax.logsigmoid, F.logsigmoid), (ax.mish, F.mish), (ax.elu, F.elu), (ax.gelu, F.gelu)]:
+    for fa, ft in [
+        (ax.silu, F.silu),
+        (ax.softplus, F.softplus),
+        (ax.logsigmoid, F.logsigmoid),
+        (ax.mish, F.mish),
+        (ax.elu, F.elu),
+        (ax.gelu, F.gelu),
+    ]:
         with np.errstate(over="raise", invalid="raise", divide="raise"):  # the stable forms never overflow
             check_vs_torch(fa, ft, [a])
 
@@ -89,7 +100,12 @@ def test_erf_accuracy():
 
 def test_integer_inputs():
     a = np.array([-3, -1, 0, 2, 9], dtype=np.int64)
-    for fa, ft in [(ax.relu, F.relu), (ax.relu6, F.relu6), (ax.hardtanh, F.hardtanh), (lambda x: ax.threshold(x, 1, 5), lambda x: F.threshold(x, 1, 5))]:
+    for fa, ft in [
+        (ax.relu, F.relu),
+        (ax.relu6, F.relu6),
+        (ax.hardtanh, F.hardtanh),
+        (lambda x: ax.threshold(x, 1, 5), lambda x: F.threshold(x, 1, 5)),
+    ]:
         check_vs_torch(fa, ft, [a])
     with pytest.raises(DTypeError, match="gelu.*int64"):
         ax.gelu(ax.tensor(a))
@@ -120,7 +136,11 @@ def test_inplace_variants():
 
 def test_methods():
     a = rand(3, 4)
-    check_vs_torch(lambda x: x.relu() + x.softmax(-1) + x.log_softmax(dim=0) + x.hardshrink(0.3), lambda x: x.relu() + x.softmax(-1) + x.log_softmax(dim=0) + x.hardshrink(0.3), [a])
+    check_vs_torch(
+        lambda x: x.relu() + x.softmax(-1) + x.log_softmax(dim=0) + x.hardshrink(0.3),
+        lambda x: x.relu() + x.softmax(-1) + x.log_softmax(dim=0) + x.hardshrink(0.3),
+        [a],
+    )
     check_vs_torch(lambda x: x.softmax(1, dtype=ax.float64), lambda x: x.softmax(1, dtype=torch.float64), [a])
 
 
@@ -231,8 +251,15 @@ def test_prelu_errors_and_autocast():
 @pytest.mark.parametrize("name", ["relu", "leaky_relu", "hardtanh", "dropout"])
 def test_second_order_piecewise_linear(name):
     a = rand(3, 4)
-    fa = {"relu": ax.relu, "leaky_relu": lambda x: ax.leaky_relu(x, 0.1), "hardtanh": ax.hardtanh, "dropout": lambda x: ax.dropout(x, 0.0) * 1.0}[name]
-    ft = {"relu": F.relu, "leaky_relu": lambda x: F.leaky_relu(x, 0.1), "hardtanh": F.hardtanh, "dropout": lambda x: x * 1.0}[name]
+    fa = {
+        "relu": ax.relu,
+        "leaky_relu": lambda x: ax.leaky_relu(x, 0.1),
+        "hardtanh": ax.hardtanh,
+        "dropout": lambda x: ax.dropout(x, 0.0) * 1.0,
+    }[name]
+    ft = {"relu": F.relu, "leaky_relu": lambda x: F.leaky_relu(x, 0.1), "hardtanh": F.hardtanh, "dropout": lambda x: x * 1.0}[
+        name
+    ]
     xa, xt = ax.tensor(a, requires_grad=True), torch.tensor(a, requires_grad=True)
     (ga,) = ax.grad((fa(xa) * xa * xa).sum(), xa, create_graph=True)
     (gt,) = torch.autograd.grad((ft(xt) * xt * xt).sum(), xt, create_graph=True)
@@ -257,7 +284,9 @@ def test_dropout_reproducible_and_scaled():
     np.testing.assert_allclose(x.grad.numpy(), y1.detach().numpy())  # grad = mask / (1 - p)
     g = ax.Generator().manual_seed(7)
     g2 = ax.Generator().manual_seed(7)
-    np.testing.assert_array_equal(ax.dropout(x, 0.5, generator=g).detach().numpy(), ax.dropout(x, 0.5, generator=g2).detach().numpy())
+    np.testing.assert_array_equal(
+        ax.dropout(x, 0.5, generator=g).detach().numpy(), ax.dropout(x, 0.5, generator=g2).detach().numpy()
+    )
 
 
 def test_dropout_limits_and_errors():
@@ -279,7 +308,9 @@ def test_dropout_limits_and_errors():
     assert (z.numpy() == 0).any()
 
 
-@pytest.mark.parametrize("name,shape", [("dropout1d", (4, 6, 5)), ("dropout1d", (6, 5)), ("dropout2d", (3, 8, 2, 2)), ("dropout3d", (2, 8, 2, 2, 2))])
+@pytest.mark.parametrize(
+    "name,shape", [("dropout1d", (4, 6, 5)), ("dropout1d", (6, 5)), ("dropout2d", (3, 8, 2, 2)), ("dropout3d", (2, 8, 2, 2, 2))]
+)
 def test_feature_dropout(name, shape):
     x = ax.ones(*shape, requires_grad=True)
     ax.manual_seed(0)

@@ -73,7 +73,11 @@ def test_kron(sa, sb):
 def test_mv_addmv():
     m, v, c = rand(3, 4), rand(4, seed=1), rand(3, seed=2)
     _both(ax.mv, torch.mv, [m, v])
-    _both(lambda i, m, v: ax.addmv(i, m, v, beta=0.5, alpha=2.0), lambda i, m, v: torch.addmv(i, m, v, beta=0.5, alpha=2.0), [c, m, v])
+    _both(
+        lambda i, m, v: ax.addmv(i, m, v, beta=0.5, alpha=2.0),
+        lambda i, m, v: torch.addmv(i, m, v, beta=0.5, alpha=2.0),
+        [c, m, v],
+    )
     with pytest.raises(ShapeError, match=r"\(3, 4\) and \(3,\)"):
         ax.mv(ax.randn(3, 4), ax.randn(3))
 
@@ -153,7 +157,9 @@ def test_einsum(eq, shapes):
 
 def test_einsum_list_operands_and_noncontiguous():
     a, b = rand(4, 3), rand(5, 4, seed=1)
-    check_vs_torch(lambda x, y: ax.einsum("ij,jk->ik", [x.t(), y.t()]), lambda x, y: torch.einsum("ij,jk->ik", [x.t(), y.t()]), [a, b])
+    check_vs_torch(
+        lambda x, y: ax.einsum("ij,jk->ik", [x.t(), y.t()]), lambda x, y: torch.einsum("ij,jk->ik", [x.t(), y.t()]), [a, b]
+    )
 
 
 def test_einsum_errors():
@@ -174,9 +180,20 @@ def test_einsum_errors():
         ax.einsum("i1->i", a)
 
 
-@pytest.mark.parametrize("sa,sb,dims", [((2, 3, 4), (3, 4, 5), 2), ((3, 4), (4, 5), 1), ((2, 3), (4, 5), 0), ((2, 3, 4), (4, 2, 5), ([0, 2], [1, 0])), ((3, 4), (4, 3), ([1], [0]))])
+@pytest.mark.parametrize(
+    "sa,sb,dims",
+    [
+        ((2, 3, 4), (3, 4, 5), 2),
+        ((3, 4), (4, 5), 1),
+        ((2, 3), (4, 5), 0),
+        ((2, 3, 4), (4, 2, 5), ([0, 2], [1, 0])),
+        ((3, 4), (4, 3), ([1], [0])),
+    ],
+)
 def test_tensordot(sa, sb, dims):
-    _both(lambda a, b: ax.tensordot(a, b, dims=dims), lambda a, b: torch.tensordot(a, b, dims=dims), [rand(*sa), rand(*sb, seed=1)])
+    _both(
+        lambda a, b: ax.tensordot(a, b, dims=dims), lambda a, b: torch.tensordot(a, b, dims=dims), [rand(*sa), rand(*sb, seed=1)]
+    )
 
 
 def test_tensordot_errors():
@@ -192,7 +209,11 @@ def test_linear(xshape, bias):
     _both(ax.linear, F.linear, arrays, second_order=bool(np.prod(xshape)))
     # transposed (non-contiguous) weight, the way tied embeddings are often used
     check_vs_torch(lambda x, w, *b: ax.linear(x, w.t().t(), *b), lambda x, w, *b: F.linear(x, w.t().t(), *b), arrays)
-    check_vs_torch(lambda x, w, *b: ax.linear(x.transpose(0, -1).transpose(0, -1), w, *b), lambda x, w, *b: F.linear(x.transpose(0, -1).transpose(0, -1), w, *b), arrays)
+    check_vs_torch(
+        lambda x, w, *b: ax.linear(x.transpose(0, -1).transpose(0, -1), w, *b),
+        lambda x, w, *b: F.linear(x.transpose(0, -1).transpose(0, -1), w, *b),
+        arrays,
+    )
 
 
 def test_linear_1d_weight_and_errors():
@@ -218,7 +239,13 @@ def test_trace():
 
 @pytest.mark.parametrize("sa,sb,dim", [((4, 3), (4, 3), 1), ((3, 5), (3, 5), 0), ((2, 3, 4), (3, 1), 1), ((3,), (2, 3), -1)])
 def test_cross(sa, sb, dim):
-    _both(lambda a, b: ax.cross(a, b, dim=dim), lambda a, b: torch.linalg.cross(a, b, dim=dim) if len(sa) == len(sb) else torch.cross(*torch.broadcast_tensors(a, b), dim=dim), [rand(*sa), rand(*sb, seed=1)])
+    _both(
+        lambda a, b: ax.cross(a, b, dim=dim),
+        lambda a, b: (
+            torch.linalg.cross(a, b, dim=dim) if len(sa) == len(sb) else torch.cross(*torch.broadcast_tensors(a, b), dim=dim)
+        ),
+        [rand(*sa), rand(*sb, seed=1)],
+    )
 
 
 def test_cross_default_dim_and_errors():

@@ -80,10 +80,16 @@ def test_cross_entropy_noncontiguous_and_methods_of_use():
     check_vs_torch(lambda x: ax.cross_entropy(x.t(), ax.tensor(t)), lambda x: F.cross_entropy(x.t(), torch.tensor(t)), [x])
     x3 = rand(2, 3, 4)  # (N, d, C) permuted to (N, C, d)
     t3 = _targets((2, 3), 4)
-    check_vs_torch(lambda x: ax.cross_entropy(x.permute(0, 2, 1), ax.tensor(t3)), lambda x: F.cross_entropy(x.permute(0, 2, 1), torch.tensor(t3)), [x3])
+    check_vs_torch(
+        lambda x: ax.cross_entropy(x.permute(0, 2, 1), ax.tensor(t3)),
+        lambda x: F.cross_entropy(x.permute(0, 2, 1), torch.tensor(t3)),
+        [x3],
+    )
     # nll_loss after log_softmax equals cross_entropy
     a = ax.tensor(rand(4, 5))
-    np.testing.assert_allclose(ax.nll_loss(ax.log_softmax(a, 1), ax.tensor(t)).item(), ax.cross_entropy(a, ax.tensor(t)).item(), rtol=1e-6)
+    np.testing.assert_allclose(
+        ax.nll_loss(ax.log_softmax(a, 1), ax.tensor(t)).item(), ax.cross_entropy(a, ax.tensor(t)).item(), rtol=1e-6
+    )
 
 
 def test_cross_entropy_all_ignored_and_empty():
@@ -91,12 +97,28 @@ def test_cross_entropy_all_ignored_and_empty():
     ign = np.full(3, -100)
     for red in REDUCTIONS:
         for fa, ft in [(ax.cross_entropy, F.cross_entropy), (ax.nll_loss, F.nll_loss)]:
-            check_vs_torch(lambda x: fa(x, ax.tensor(ign), reduction=red), lambda x: ft(x, torch.tensor(ign), reduction=red), [x], grad=False)
-        check_vs_torch(lambda x: ax.cross_entropy(x, ax.tensor(ign), reduction=red, label_smoothing=0.1), lambda x: F.cross_entropy(x, torch.tensor(ign), reduction=red, label_smoothing=0.1), [x], grad=False)
-        check_vs_torch(lambda x: ax.cross_entropy(x, ax.zeros(0, dtype=ax.int64), reduction=red), lambda x: F.cross_entropy(x, torch.zeros(0, dtype=torch.long), reduction=red), [rand(0, 4)], grad=False)
+            check_vs_torch(
+                lambda x: fa(x, ax.tensor(ign), reduction=red), lambda x: ft(x, torch.tensor(ign), reduction=red), [x], grad=False
+            )
+        check_vs_torch(
+            lambda x: ax.cross_entropy(x, ax.tensor(ign), reduction=red, label_smoothing=0.1),
+            lambda x: F.cross_entropy(x, torch.tensor(ign), reduction=red, label_smoothing=0.1),
+            [x],
+            grad=False,
+        )
+        check_vs_torch(
+            lambda x: ax.cross_entropy(x, ax.zeros(0, dtype=ax.int64), reduction=red),
+            lambda x: F.cross_entropy(x, torch.zeros(0, dtype=torch.long), reduction=red),
+            [rand(0, 4)],
+            grad=False,
+        )
     # a custom ignore_index, and ignored rows get no gradient
     t = np.array([1, 3, 0])
-    check_vs_torch(lambda x: ax.cross_entropy(x, ax.tensor(t), ignore_index=3), lambda x: F.cross_entropy(x, torch.tensor(t), ignore_index=3), [x])
+    check_vs_torch(
+        lambda x: ax.cross_entropy(x, ax.tensor(t), ignore_index=3),
+        lambda x: F.cross_entropy(x, torch.tensor(t), ignore_index=3),
+        [x],
+    )
     xa = ax.tensor(x, requires_grad=True)
     ax.cross_entropy(xa, ax.tensor(t), ignore_index=3).backward()
     assert np.all(xa.grad.numpy()[1] == 0)
@@ -222,7 +244,9 @@ def test_kl_div(reduction, log_target):
 
 def test_kl_div_zero_target():
     x, y = np.log(np.full((2, 3), 1 / 3)), np.array([[0.0, 0.5, 0.5], [1.0, 0.0, 0.0]])
-    check_vs_torch(lambda x: ax.kl_div(x, ax.tensor(y), reduction="sum"), lambda x: F.kl_div(x, torch.tensor(y), reduction="sum"), [x])
+    check_vs_torch(
+        lambda x: ax.kl_div(x, ax.tensor(y), reduction="sum"), lambda x: F.kl_div(x, torch.tensor(y), reduction="sum"), [x]
+    )
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
@@ -240,7 +264,11 @@ def test_binary_cross_entropy(reduction, wshape):
 def test_binary_cross_entropy_edges():
     x = np.array([0.0, 1.0, 0.5, 1e-30], dtype=np.float32)
     y = np.array([1.0, 0.0, 1.0, 0.0], dtype=np.float32)
-    check_vs_torch(lambda x: ax.binary_cross_entropy(x, ax.tensor(y), reduction="none"), lambda x: F.binary_cross_entropy(x, torch.tensor(y), reduction="none"), [x])
+    check_vs_torch(
+        lambda x: ax.binary_cross_entropy(x, ax.tensor(y), reduction="none"),
+        lambda x: F.binary_cross_entropy(x, torch.tensor(y), reduction="none"),
+        [x],
+    )
     with pytest.raises(ValueError, match="between 0 and 1"):
         ax.binary_cross_entropy(ax.tensor([1.5]), ax.tensor([1.0]))
     with pytest.raises(ShapeError, match=r"target size \(3,\) must be the same as input size \(3, 1\)"):
@@ -253,8 +281,12 @@ def test_bce_with_logits_weights(reduction, weighted, pos):
     x, y = rand(3, 4) * 3, np.random.default_rng(1).random((3, 4)).astype(np.float32)
     w, pw = np.abs(rand(3, 1, seed=2)) + 0.1, np.abs(rand(4, seed=3)) * 3
     kw = lambda m: dict(weight=m.tensor(w) if weighted else None, pos_weight=m.tensor(pw) if pos else None)  # noqa: E731
-    fa = lambda x, y: ax.binary_cross_entropy_with_logits(x, y, reduction=reduction, **{k: v if v is None else v.to(x.dtype) for k, v in kw(ax).items()})  # noqa: E731
-    ft = lambda x, y: F.binary_cross_entropy_with_logits(x, y, reduction=reduction, **{k: v if v is None else v.to(x.dtype) for k, v in kw(torch).items()})  # noqa: E731
+    fa = lambda x, y: ax.binary_cross_entropy_with_logits(
+        x, y, reduction=reduction, **{k: v if v is None else v.to(x.dtype) for k, v in kw(ax).items()}
+    )  # noqa: E731
+    ft = lambda x, y: F.binary_cross_entropy_with_logits(
+        x, y, reduction=reduction, **{k: v if v is None else v.to(x.dtype) for k, v in kw(torch).items()}
+    )  # noqa: E731
     check_vs_torch(fa, ft, [x, y])
     gradcheck(fa, [x, y])
     big = np.tile(np.array([[-200.0, 200.0, 0.0, 50.0]], dtype=np.float32), (3, 1))  # stays finite
@@ -285,7 +317,9 @@ def test_regression_broadcast_warns_and_errors():
         ax.mse_loss(ax.tensor(x), ax.tensor(x), reduction="mean_all")
     with pytest.raises(DTypeError, match="floating point input"):
         ax.mse_loss(ax.tensor([1, 2]), ax.tensor([1, 2]))
-    check_vs_torch(lambda x: ax.mse_loss(x, ax.tensor([1, 2, 3])), lambda x: F.mse_loss(x, torch.tensor([1.0, 2.0, 3.0])), [rand(3)])
+    check_vs_torch(
+        lambda x: ax.mse_loss(x, ax.tensor([1, 2, 3])), lambda x: F.mse_loss(x, torch.tensor([1.0, 2.0, 3.0])), [rand(3)]
+    )
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)

@@ -1,13 +1,13 @@
-"""Elementwise activations (ReLU family, GELU, SiLU, softplus...), GLU and PReLU.
+"""Elementwise activations: the ReLU family, GELU (exact and tanh), SiLU, Mish, softplus...
 
-Softmax-like ops and the dropout family live in :mod:`.activation_dim` (split for
-length); this module re-exports them, so ``activation.__all__``/``METHODS`` cover both.
+Softmax-like ops, GLU, PReLU and the dropout family live in :mod:`.activation_dim` (split
+for length); this module re-exports them, so ``activation.__all__``/``METHODS`` cover both.
 
 Note on the factory: most activations are ``y = f(x; params)`` with ``dx = g * f'(x)``.
-:func:`_elementwise` builds one ``Function`` subclass per activation (so ``grad_fn`` reads
-``GeluBackward``-like names) from a forward and a backward written on raw arrays with
-``xp``. Each saves only what its backward needs: the input, or the output where the
-derivative is cheaper from it (ReLU, ELU's negative part).
+:func:`_elementwise` builds one ``Function`` subclass per activation (so ``grad_fn`` names
+the op, e.g. ``<Gelu>``) from a forward and a backward written on raw arrays with ``xp``.
+Each saves only what its backward needs: the input, or the output where the derivative is
+cheaper from it (ReLU).
 
 Note on precision: float16/bfloat16 inputs are computed in float32 and rounded once at
 the end, as PyTorch's kernels do; NumPy math in half types would round at every step.
@@ -26,11 +26,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ...autograd.autocast import lower_dtype
 from ...autograd.function import Function
 from ...autograd.variable import TensorBase
-from ...errors import DTypeError, ShapeError
-from .._helpers import norm_dim, sum_to_shape, wrap
+from ...errors import DTypeError
+from .._helpers import wrap
 from .activation_dim import METHODS as _DIM_METHODS
 from .activation_dim import __all__ as _DIM_ALL
 from .activation_dim import (  # noqa: F401  (re-exported)
@@ -41,29 +40,24 @@ from .activation_dim import (  # noqa: F401  (re-exported)
     dropout3d,
     dropout_,
     feature_alpha_dropout,
+    glu,
     log_softmax,
+    prelu,
     rrelu,
     rrelu_,
+    sigmoid_array,
     softmax,
     softmin,
+    softplus_array,
     up,
 )
 
 
 # -- shared helpers -------------------------------------------------------------------------
-def sigmoid_array(xp: Any, x: Any) -> Any:
-    """``1 / (1 + exp(-x))`` without overflow for large ``|x|``."""
-    e = xp.exp(-xp.abs(x))
-    return xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
-
-
-def softplus_array(xp: Any, x: Any) -> Any:
-    """``log(1 + exp(x))`` without overflow."""
-    return xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))
-
-
 def _erf_table(h: float, x_max: float, degree: int) -> tuple:
-    """Taylor coefficients of erf around ``c_k = k*h``, k = 0..K, plus a constant-1 row.
+    """Taylor coefficients of erf around ``c_k = k*h``, k = 0..K, plus a constant-1 row
+    (at ``(K+1) h``, for ``|x|`` beyond ``x_max``). Returns ``(h, x_max, coef)`` with
+    ``coef[n, k]`` the n-th coefficient around ``c_k``.
 
     The Taylor coefficients ``b_n`` of ``exp(-x^2)`` around ``c`` obey
     ``(n+1) b_{n+1} = -2 (c b_n + b_{n-1})``; erf's are ``a_0 = erf(c)``,
@@ -77,10 +71,8 @@ def _erf_table(h: float, x_max: float, degree: int) -> tuple:
         for n in range(degree):
             b.append(-2.0 * (c * b[n] + (b[n - 1] if n >= 1 else 0.0)) / (n + 1))
         rows.append([math.erf(c)] + [2.0 / math.sqrt(math.pi) * b[n - 1] / n for n in range(1, degree + 1)])
-    rows.append([1.0] + [0.0] * degree)  # |x| beyond x_max: erf is 1 to working precision
-    coef = np.ascontiguousarray(np.array(rows, dtype=np.float64).T)  # (degree + 1, K + 2)
-    centres = np.array([k * h for k in range(k_max + 1)] + [x_max + h], dtype=np.float64)
-    return h, x_max, coef, centres
+    rows.append([1.0] + [0.0] * degree)  # erf is 1 to working precision beyond x_max
+    return h, x_max, np.ascontiguousarray(np.array(rows, dtype=np.float64).T)  # (degree + 1, K + 2)
 
 
 # (h, x_max, degree): float64 ~1e-16 absolute, float32 ~6e-8 absolute (checked in tests)
@@ -89,16 +81,20 @@ _ERF_TABLES = {np.dtype(np.float64): _erf_table(0.125, 6.0, 10), np.dtype(np.flo
 
 def erf_array(xp: Any, x: Any) -> Any:
     """The error function of a float32/float64 array (see the module note)."""
-    h, x_max, coef, centres = _ERF_TABLES[np.dtype(x.dtype)]
+    h, x_max, coef = _ERF_TABLES[np.dtype(x.dtype)]
     dt = x.dtype
     coef = xp.asarray(coef, dtype=dt)
     a = xp.fmin(xp.abs(x), dt.type(x_max + h))  # NaN -> x_max + h; sign() restores it below
-    k = (a * dt.type(1.0 / h) + dt.type(0.5)).astype(np.int32)  # nearest centre
-    t = a - xp.take(xp.asarray(centres, dtype=dt), k)
+    k = (a * dt.type(1.0 / h) + dt.type(0.5)).astype(np.int32)  # nearest centre k*h
+    t = k.astype(dt)
+    t *= dt.type(-h)
+    t += a  # a - k*h, in [-h/2, h/2]
     r = xp.take(coef[-1], k)
-    for j in range(coef.shape[0] - 2, -1, -1):
-        r = r * t + xp.take(coef[j], k)
-    return r * xp.sign(x)
+    for j in range(coef.shape[0] - 2, -1, -1):  # Horner, in place
+        r *= t
+        r += xp.take(coef[j], k)
+    r *= xp.sign(x)
+    return r
 
 
 def _float_only(x: Any, op: str) -> None:
@@ -420,103 +416,10 @@ def tanhshrink(input: Any) -> Any:
     return Tanhshrink.apply(input)
 
 
-# -- GLU and PReLU -------------------------------------------------------------------------------
-class Glu(Function):
-    """``a * sigmoid(b)`` for the two halves ``a, b`` of ``dim``."""
-
-    @staticmethod
-    def forward(ctx, x, axis):
-        xp = ctx.xp
-        half = x.shape[axis] // 2
-        a, b = xp.split(up(x), [half], axis=axis)
-        s = sigmoid_array(xp, b)
-        ctx.axis = axis
-        ctx.save_for_backward(x)
-        return (a * s).astype(x.dtype, copy=False)
-
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        xp = ctx.xp
-        a, b = xp.split(up(x), [x.shape[ctx.axis] // 2], axis=ctx.axis)
-        s = sigmoid_array(xp, b)
-        g = up(g)
-        ga = g * s
-        gb = ga * a * (1.0 - s)
-        return xp.concatenate([ga, gb], axis=ctx.axis).astype(x.dtype, copy=False), None
-
-
-def glu(input: Any, dim: int = -1) -> Any:
-    """Gated linear unit: split ``dim`` into halves ``a, b``; returns ``a * sigmoid(b)``.
-
-    Example: ``ax.glu(ax.randn(4, 6), dim=-1).shape`` -> ``(4, 3)``
-    """
-    _float_only(input, "glu")
-    if input.ndim == 0:
-        raise ShapeError("glu: does not support 0-d (scalar) tensors; give at least one dimension")
-    axis = norm_dim(dim, input.ndim, "glu")
-    if input.shape[axis] % 2:
-        raise ShapeError(f"glu: halving dimension must be even, but dimension {dim} of shape {tuple(input.shape)} is size {input.shape[axis]}")
-    return Glu.apply(input, axis)
-
-
-class Prelu(Function):
-    """``x`` for ``x > 0``, else ``w * x`` with one learned slope per channel (dim 1)."""
-
-    @staticmethod
-    def forward(ctx, x, w, wshape):
-        xp = ctx.xp
-        ctx.save_for_backward(x, w)
-        ctx.wshape = wshape
-        wb = up(w).reshape(wshape)  # (C, 1, ..., 1) aligned with dim 1, or (1,)
-        xc = up(x)
-        return xp.where(xc > 0, xc, wb * xc).astype(x.dtype, copy=False)
-
-    @staticmethod
-    def backward(ctx, g):
-        x, w = ctx.saved_tensors
-        xp = ctx.xp
-        xc, gc = up(x), up(g)
-        pos = xc > 0
-        need = ctx.needs_input_grad
-        gx = gw = None
-        if need[0]:
-            gx = xp.where(pos, gc, gc * up(w).reshape(ctx.wshape)).astype(x.dtype, copy=False)
-        if need[1]:
-            gw = sum_to_shape(xp, xp.where(pos, 0, xc * gc), ctx.wshape).reshape(w.shape).astype(w.dtype, copy=False)
-        return gx, gw, None
-
-
-def prelu(input: Any, weight: Any) -> Any:
-    """Parametric ReLU: ``weight`` has 1 element or one per channel (``input.shape[1]``).
-
-    Example: ``ax.prelu(x, ax.full((x.shape[1],), 0.25))``
-    """
-    _float_only(input, "prelu")
-    if not isinstance(weight, TensorBase):
-        raise TypeError(f"prelu: weight must be a Tensor, got {type(weight).__name__}")
-    channels = input.shape[1] if input.ndim >= 2 else 1
-    n = weight._data.size
-    if n != 1 and n != channels:
-        raise ShapeError(
-            f"prelu: weight has {n} elements but the input of shape {tuple(input.shape)} has {channels} "
-            "channel(s) (dim 1); give 1 or as many slopes as channels"
-        )
-    wshape = (n,) + (1,) * (input.ndim - 2) if n > 1 else (1,) * input.ndim
-    low = lower_dtype(input._device.type)
-    if low is not None:  # PyTorch's CPU autocast runs prelu in the lower precision
-        input = input.to(low) if input._dtype.name == "float32" else input
-        weight = weight.to(low) if weight._dtype.name == "float32" else weight
-    if weight._dtype is not input._dtype:
-        weight = weight.to(input._dtype)
-    return Prelu.apply(input, weight, wshape)
-
-
 METHODS = {
     "relu": relu,
     "relu_": relu_,
     "hardshrink": hardshrink,
-    "prelu": prelu,
     **_DIM_METHODS,
 }
 
@@ -524,5 +427,5 @@ __all__ = [
     "relu", "relu_", "relu6", "hardtanh", "hardtanh_", "leaky_relu", "leaky_relu_", "threshold",
     "threshold_", "hardshrink", "softshrink", "hardsigmoid", "hardswish", "elu", "elu_", "selu",
     "selu_", "celu", "celu_", "gelu", "silu", "mish", "softplus", "softsign", "logsigmoid",
-    "tanhshrink", "glu", "prelu", *_DIM_ALL,
+    "tanhshrink", *_DIM_ALL,
 ]

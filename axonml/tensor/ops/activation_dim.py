@@ -1,5 +1,5 @@
-"""Activations along a dimension (softmax, log_softmax, softmin) and random-mask ones
-(the dropout family, rrelu). Split from :mod:`.activation` for length; that module
+"""Activations along a dimension (softmax, log_softmax, softmin, GLU, PReLU's per-channel
+slopes) and random-mask ones (the dropout family, rrelu). Split from :mod:`.activation` for length; that module
 re-exports everything here.
 
 Note on softmax: the max along ``dim`` is subtracted before ``exp`` (no overflow), and
@@ -20,18 +20,29 @@ from typing import Any
 
 import numpy as np
 
-from ...autograd.autocast import upcast_dtype
+from ...autograd.autocast import lower_dtype, upcast_dtype
 from ...autograd.function import Function
 from ...autograd.variable import TensorBase
 from ...errors import DTypeError, ShapeError
 from ...runtime.dtypes import get_dtype
-from .._helpers import norm_dim, wrap
+from .._helpers import norm_dim, sum_to_shape, wrap
 from ..random import Generator, get_generator
 
 
 def up(x: Any) -> Any:
     """float16/bfloat16 arrays as float32; other arrays unchanged."""
     return x.astype(np.float32) if x.dtype.itemsize == 2 and x.dtype.kind not in "iu" else x
+
+
+def sigmoid_array(xp: Any, x: Any) -> Any:
+    """``1 / (1 + exp(-x))`` without overflow for large ``|x|``."""
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def softplus_array(xp: Any, x: Any) -> Any:
+    """``log(1 + exp(x))`` without overflow."""
+    return xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))
 
 
 # -- softmax family ---------------------------------------------------------------------------
@@ -242,17 +253,23 @@ def _feature_dropout(input: Any, p: float, training: bool, inplace: bool, genera
     return _dropout_masked(input, p, mask_shape, inplace, name, generator)
 
 
-def dropout1d(input: Any, p: float = 0.5, training: bool = True, inplace: bool = False, generator: Generator | None = None) -> Any:
+def dropout1d(
+    input: Any, p: float = 0.5, training: bool = True, inplace: bool = False, generator: Generator | None = None
+) -> Any:
     """Zero whole channels of ``(N, C, L)`` / ``(C, L)`` inputs with probability ``p``."""
     return _feature_dropout(input, p, training, inplace, generator, "dropout1d", 1)
 
 
-def dropout2d(input: Any, p: float = 0.5, training: bool = True, inplace: bool = False, generator: Generator | None = None) -> Any:
+def dropout2d(
+    input: Any, p: float = 0.5, training: bool = True, inplace: bool = False, generator: Generator | None = None
+) -> Any:
     """Zero whole channels of ``(N, C, H, W)`` / ``(C, H, W)`` inputs with probability ``p``."""
     return _feature_dropout(input, p, training, inplace, generator, "dropout2d", 2)
 
 
-def dropout3d(input: Any, p: float = 0.5, training: bool = True, inplace: bool = False, generator: Generator | None = None) -> Any:
+def dropout3d(
+    input: Any, p: float = 0.5, training: bool = True, inplace: bool = False, generator: Generator | None = None
+) -> Any:
     """Zero whole channels of ``(N, C, D, H, W)`` / ``(C, D, H, W)`` inputs with probability ``p``."""
     return _feature_dropout(input, p, training, inplace, generator, "dropout3d", 3)
 
@@ -286,7 +303,9 @@ def _alpha_dropout(input: Any, p: float, training: bool, inplace: bool, generato
     return input._inplace_result(out, name + "_") if inplace else out
 
 
-def alpha_dropout(input: Any, p: float = 0.5, training: bool = False, inplace: bool = False, generator: Generator | None = None) -> Any:
+def alpha_dropout(
+    input: Any, p: float = 0.5, training: bool = False, inplace: bool = False, generator: Generator | None = None
+) -> Any:
     """Dropout that keeps SELU's self-normalising mean and variance (dropped values go to
     SELU's negative saturation, then an affine map restores the statistics)."""
     return _alpha_dropout(input, p, training, inplace, generator, "alpha_dropout", False)
@@ -327,12 +346,108 @@ def rrelu_(
     return rrelu(input, lower, upper, training, True, generator)
 
 
+# -- GLU and PReLU -------------------------------------------------------------------------------
+class Glu(Function):
+    """``a * sigmoid(b)`` for the two halves ``a, b`` of ``dim``."""
+
+    @staticmethod
+    def forward(ctx, x, axis):
+        xp = ctx.xp
+        half = x.shape[axis] // 2
+        a, b = xp.split(up(x), [half], axis=axis)
+        s = sigmoid_array(xp, b)
+        ctx.axis = axis
+        ctx.save_for_backward(x)
+        return (a * s).astype(x.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        xp = ctx.xp
+        a, b = xp.split(up(x), [x.shape[ctx.axis] // 2], axis=ctx.axis)
+        s = sigmoid_array(xp, b)
+        g = up(g)
+        ga = g * s
+        gb = ga * a * (1.0 - s)
+        return xp.concatenate([ga, gb], axis=ctx.axis).astype(x.dtype, copy=False), None
+
+
+def glu(input: Any, dim: int = -1) -> Any:
+    """Gated linear unit: split ``dim`` into halves ``a, b``; returns ``a * sigmoid(b)``.
+
+    Example: ``ax.glu(ax.randn(4, 6), dim=-1).shape`` -> ``(4, 3)``
+    """
+    _check_input(input, "glu")
+    if input.ndim == 0:
+        raise ShapeError("glu: does not support 0-d (scalar) tensors; give at least one dimension")
+    axis = norm_dim(dim, input.ndim, "glu")
+    if input.shape[axis] % 2:
+        raise ShapeError(
+            f"glu: halving dimension must be even, but dimension {dim} "
+            f"of shape {tuple(input.shape)} is size {input.shape[axis]}"
+        )
+    return Glu.apply(input, axis)
+
+
+class Prelu(Function):
+    """``x`` for ``x > 0``, else ``w * x`` with one learned slope per channel (dim 1)."""
+
+    @staticmethod
+    def forward(ctx, x, w, wshape):
+        xp = ctx.xp
+        ctx.save_for_backward(x, w)
+        ctx.wshape = wshape
+        wb = up(w).reshape(wshape)  # (C, 1, ..., 1) aligned with dim 1, or (1,)
+        xc = up(x)
+        return xp.where(xc > 0, xc, wb * xc).astype(x.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        xp = ctx.xp
+        xc, gc = up(x), up(g)
+        pos = xc > 0
+        need = ctx.needs_input_grad
+        gx = gw = None
+        if need[0]:
+            gx = xp.where(pos, gc, gc * up(w).reshape(ctx.wshape)).astype(x.dtype, copy=False)
+        if need[1]:
+            gw = sum_to_shape(xp, xp.where(pos, 0, xc * gc), ctx.wshape).reshape(w.shape).astype(w.dtype, copy=False)
+        return gx, gw, None
+
+
+def prelu(input: Any, weight: Any) -> Any:
+    """Parametric ReLU: ``weight`` has 1 element or one per channel (``input.shape[1]``).
+
+    Example: ``ax.prelu(x, ax.full((x.shape[1],), 0.25))``
+    """
+    _check_input(input, "prelu")
+    if not isinstance(weight, TensorBase):
+        raise TypeError(f"prelu: weight must be a Tensor, got {type(weight).__name__}")
+    channels = input.shape[1] if input.ndim >= 2 else 1
+    n = weight._data.size
+    if n != 1 and n != channels:
+        raise ShapeError(
+            f"prelu: weight has {n} elements but the input of shape {tuple(input.shape)} has {channels} "
+            "channel(s) (dim 1); give 1 or as many slopes as channels"
+        )
+    wshape = (n,) + (1,) * (input.ndim - 2) if n > 1 else (1,) * input.ndim
+    low = lower_dtype(input._device.type)
+    if low is not None:  # PyTorch's CPU autocast runs prelu in the lower precision
+        input = input.to(low) if input._dtype.name == "float32" else input
+        weight = weight.to(low) if weight._dtype.name == "float32" else weight
+    if weight._dtype is not input._dtype:
+        weight = weight.to(input._dtype)
+    return Prelu.apply(input, weight, wshape)
+
+
 METHODS = {
+    "prelu": prelu,
     "softmax": _softmax_method,
     "log_softmax": _log_softmax_method,
 }
 
 __all__ = [
     "softmax", "log_softmax", "softmin", "dropout", "dropout_", "dropout1d", "dropout2d", "dropout3d",
-    "alpha_dropout", "feature_alpha_dropout", "rrelu", "rrelu_",
+    "alpha_dropout", "feature_alpha_dropout", "rrelu", "rrelu_", "glu", "prelu",
 ]

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...autograd.autocast import lower_dtype
+from ...autograd.autocast import state as _autocast_state
 from ...autograd.function import Function
 from ...autograd.grad_mode import state as _grad_state
 from ...autograd.variable import TensorBase
@@ -287,6 +288,32 @@ def pow(a: Any, b: Any) -> Any:  # noqa: A001 - PyTorch's name
     return Pow.apply(a, b)
 
 
+# Operator entry points: the common case (two tensors of one dtype) goes straight to the
+# Function; everything else takes the general path with promotion.
+def _op_add(a: Any, b: Any) -> Any:
+    if isinstance(b, TensorBase) and b._dtype is a._dtype:
+        return Add.apply(a, b)
+    return add(a, b)
+
+
+def _op_sub(a: Any, b: Any) -> Any:
+    if isinstance(b, TensorBase) and b._dtype is a._dtype:
+        return Sub.apply(a, b)
+    return sub(a, b)
+
+
+def _op_mul(a: Any, b: Any) -> Any:
+    if isinstance(b, TensorBase) and b._dtype is a._dtype:
+        return Mul.apply(a, b)
+    return mul(a, b)
+
+
+def _op_matmul(a: Any, b: Any) -> Any:
+    if isinstance(b, TensorBase) and b._dtype is a._dtype and not _autocast_state.enabled:
+        return MatMul.apply(a, b)
+    return matmul(a, b)
+
+
 def _rsub(a: Any, b: Any) -> Any:
     return sub(b, a)
 
@@ -363,10 +390,10 @@ def matmul(a: Any, b: Any) -> Any:
     if not isinstance(a, TensorBase) or not isinstance(b, TensorBase):
         raise TypeError(f"matmul expects two tensors, got {type(a).__name__} and {type(b).__name__}")
     low = lower_dtype(a._device.type)
-    if low is not None and a._dtype.is_floating_point:
-        a, b = a.to(low), b.to(low)
-    else:
-        a, b = promote(a, b)
+    if low is not None:
+        # autocast casts float32/16 operands; float64 is left alone, as in PyTorch
+        a, b = (t.to(low) if t._dtype.is_floating_point and t._dtype.name != "float64" else t for t in (a, b))
+    a, b = promote(a, b)
     return MatMul.apply(a, b)
 
 
@@ -696,11 +723,11 @@ def copy_(x: Any, src: Any) -> Any:
 
 
 METHODS = {
-    "__add__": add,
+    "__add__": _op_add,
     "__radd__": add,
-    "__sub__": sub,
+    "__sub__": _op_sub,
     "__rsub__": _rsub,
-    "__mul__": mul,
+    "__mul__": _op_mul,
     "__rmul__": mul,
     "__truediv__": div,
     "__rtruediv__": _rdiv,
@@ -710,7 +737,7 @@ METHODS = {
     "floor_divide": floor_divide,
     "__pow__": pow,
     "__rpow__": _rpow,
-    "__matmul__": matmul,
+    "__matmul__": _op_matmul,
     "__rmatmul__": _rmatmul,
     "__iadd__": add_,
     "__isub__": sub_,

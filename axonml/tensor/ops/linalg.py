@@ -7,8 +7,9 @@ einsum/tensordot with two or more operands and N-d inner compute in the autocast
 (float32/float16/bfloat16 inputs only; float64 is left alone); dot, mv, outer, kron and
 bilinear keep the input dtype; trace runs in float32.
 
-Note on precision: float16/bfloat16 products are computed in float32 (BLAS speed, float32
-accumulation) and rounded once, as PyTorch's kernels accumulate in float32.
+Note on precision: matrix products go through ``runtime.devices.kernels.matmul`` (float16/
+bfloat16 accumulate in float32 on the CPU); dot and einsum compute half types in float32
+and round once.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ import numpy as np
 from ...autograd.autocast import upcast_dtype
 from ...autograd.function import Function
 from ...errors import ShapeError
+from ...runtime.devices.kernels import matmul as _mm
 from .._helpers import norm_dim, sum_to_shape
-from .linalg_einsum import einsum, einsum_impl, tensordot
 from .linalg_einsum import check_tensors as _check_tensors
 from .linalg_einsum import common as _common
+from .linalg_einsum import einsum, einsum_impl, tensordot
 from .linalg_einsum import up as _up
 
 
@@ -37,16 +39,15 @@ class Bmm(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
-        return ctx.xp.matmul(_up(a), _up(b)).astype(a.dtype, copy=False)
+        return _mm(ctx.xp, a, b)
 
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.saved_tensors
         xp = ctx.xp
-        g = _up(g)
         need = ctx.needs_input_grad
-        ga = xp.matmul(g, xp.swapaxes(_up(b), -1, -2)).astype(a.dtype, copy=False) if need[0] else None
-        gb = xp.matmul(xp.swapaxes(_up(a), -1, -2), g).astype(b.dtype, copy=False) if need[1] else None
+        ga = _mm(xp, g, xp.swapaxes(b, -1, -2)) if need[0] else None
+        gb = _mm(xp, xp.swapaxes(a, -1, -2), g) if need[1] else None
         return ga, gb
 
     @staticmethod
@@ -74,11 +75,14 @@ def bmm(input: Any, mat2: Any) -> Any:
     return Bmm.apply(*_common([input, mat2], True))
 
 
-def _mm(a: Any, b: Any, op: str) -> Any:
+def _matrix_product(a: Any, b: Any, op: str) -> Any:
     if a.ndim != 2 or b.ndim != 2:
         raise ShapeError(f"{op}: expected 2-D matrices, got shapes {tuple(a.shape)} and {tuple(b.shape)}")
     if a.shape[1] != b.shape[0]:
-        raise ShapeError(f"{op}: shapes {tuple(a.shape)} and {tuple(b.shape)} cannot be multiplied ({a.shape[1]} != {b.shape[0]})")
+        raise ShapeError(
+            f"{op}: shapes {tuple(a.shape)} and {tuple(b.shape)} "
+            f"cannot be multiplied ({a.shape[1]} != {b.shape[0]})"
+        )
     return Bmm.apply(a, b)
 
 
@@ -89,7 +93,10 @@ def _add_scaled(prod: Any, input: Any, beta: Any, alpha: Any, op: str) -> Any:
     except ValueError:
         shape = None
     if shape != tuple(prod.shape):
-        raise ShapeError(f"{op}: input of shape {tuple(input.shape)} cannot be broadcast to the product's shape {tuple(prod.shape)}")
+        raise ShapeError(
+            f"{op}: input of shape {tuple(input.shape)} cannot be "
+            f"broadcast to the product's shape {tuple(prod.shape)}"
+        )
     if alpha != 1:
         prod = prod * alpha
     if beta == 0:  # PyTorch: input is ignored (its NaN/inf are not propagated) and gets a zero gradient
@@ -124,7 +131,7 @@ def addmm(input: Any, mat1: Any, mat2: Any, *, beta: Any = 1, alpha: Any = 1) ->
     """``beta * input + alpha * (mat1 @ mat2)`` for 2-D ``mat1``, ``mat2``."""
     _check_tensors("addmm", input, mat1, mat2)
     input, mat1, mat2 = _common([input, mat1, mat2], True)
-    return _add_scaled(_mm(mat1, mat2, "addmm"), input, beta, alpha, "addmm")
+    return _add_scaled(_matrix_product(mat1, mat2, "addmm"), input, beta, alpha, "addmm")
 
 
 def addbmm(input: Any, batch1: Any, batch2: Any, *, beta: Any = 1, alpha: Any = 1) -> Any:
@@ -140,7 +147,10 @@ def mv(input: Any, vec: Any) -> Any:
     """Matrix-vector product of a ``(n, m)`` matrix and a ``(m,)`` vector."""
     _check_tensors("mv", input, vec)
     if input.ndim != 2 or vec.ndim != 1 or input.shape[1] != vec.shape[0]:
-        raise ShapeError(f"mv: expected a (n, m) matrix and a (m,) vector, got shapes {tuple(input.shape)} and {tuple(vec.shape)}")
+        raise ShapeError(
+            "mv: expected a (n, m) matrix and a (m,) vector, got "
+            f"shapes {tuple(input.shape)} and {tuple(vec.shape)}"
+        )
     input, vec = _common([input, vec], False)
     return Bmm.apply(input, vec.reshape(-1, 1)).reshape(-1)
 
@@ -183,7 +193,10 @@ def dot(input: Any, other: Any) -> Any:
     if input.ndim != 1 or other.ndim != 1:
         raise ShapeError(f"dot: expected two 1-D tensors, got shapes {tuple(input.shape)} and {tuple(other.shape)}")
     if input.shape[0] != other.shape[0]:
-        raise ShapeError(f"dot: inconsistent tensor sizes {input.shape[0]} and {other.shape[0]} (shapes {tuple(input.shape)}, {tuple(other.shape)})")
+        raise ShapeError(
+            f"dot: inconsistent tensor sizes {input.shape[0]} and {other.shape[0]} "
+            f"(shapes {tuple(input.shape)}, {tuple(other.shape)})"
+        )
     return Dot.apply(*_common([input, other], False))
 
 
@@ -237,21 +250,22 @@ class Linear(Function):
         xp = ctx.xp
         ctx.save_for_backward(x, w)
         ctx.has_b = b is not None
-        x2 = _up(x).reshape(-1, x.shape[-1])  # (M, in)
-        y = xp.matmul(x2, _up(w).T)  # (M, out)
+        y = _mm(xp, x.reshape(-1, x.shape[-1]), w.T)  # (M, in) @ (in, out)
         if b is not None:
-            y += _up(b)
-        return y.astype(x.dtype, copy=False).reshape(x.shape[:-1] + (w.shape[0],))
+            y += b
+        return y.reshape(x.shape[:-1] + (w.shape[0],))
 
     @staticmethod
     def backward(ctx, g):
         x, w = ctx.saved_tensors
         xp = ctx.xp
         need = ctx.needs_input_grad
-        g2 = _up(g).reshape(-1, w.shape[0])  # (M, out)
-        gx = xp.matmul(g2, _up(w)).astype(x.dtype, copy=False).reshape(x.shape) if need[0] else None
-        gw = xp.matmul(g2.T, _up(x).reshape(-1, x.shape[-1])).astype(w.dtype, copy=False) if need[1] else None
-        gb = g2.sum(axis=0).astype(w.dtype, copy=False) if ctx.has_b and need[2] else None
+        g2 = g.reshape(-1, w.shape[0])  # (M, out)
+        gx = _mm(xp, g2, w).reshape(x.shape) if need[0] else None
+        gw = _mm(xp, g2.T, x.reshape(-1, x.shape[-1])) if need[1] else None
+        gb = None
+        if ctx.has_b and need[2]:  # low-precision sums accumulate in float32
+            gb = _up(g2).sum(axis=0).astype(w.dtype, copy=False)
         return gx, gw, gb
 
     @staticmethod
@@ -273,7 +287,10 @@ def linear(input: Any, weight: Any, bias: Any = None) -> Any:
     """
     _check_tensors("linear", input, weight, *([] if bias is None else [bias]))
     if input.ndim == 0 or weight.ndim not in (1, 2):
-        raise ShapeError(f"linear: expected input with >= 1 dim and a 1-D or 2-D weight, got shapes {tuple(input.shape)} and {tuple(weight.shape)}")
+        raise ShapeError(
+            "linear: expected input with >= 1 dim and a 1-D or 2-D weight, "
+            f"got shapes {tuple(input.shape)} and {tuple(weight.shape)}"
+        )
     if input.shape[-1] != weight.shape[-1]:
         raise ShapeError(
             f"linear: input of shape {tuple(input.shape)} has {input.shape[-1]} features but weight of shape "

@@ -81,7 +81,10 @@ def _parse_einsum(equation: str, shapes: list) -> tuple:
     for k, ((pre, post, ell), shape) in enumerate(zip(parts, shapes)):
         named = len(pre) + len(post)
         if (ell and named > len(shape)) or (not ell and named != len(shape)):
-            raise ShapeError(f"einsum(): operand {k} has {len(shape)} dim(s) (shape {tuple(shape)}) but its subscript {raw[k]!r} names {named}")
+            raise ShapeError(
+                f"einsum(): operand {k} has {len(shape)} dim(s) (shape "
+                f"{tuple(shape)}) but its subscript {raw[k]!r} names {named}"
+            )
         n_ell.append(len(shape) - named if ell else 0)
     m = max(n_ell, default=0)
     if m > len(free):
@@ -107,7 +110,10 @@ def _parse_einsum(equation: str, shapes: list) -> tuple:
         mine: dict = {}
         for c, s in zip(t, shape):
             if c in mine and mine[c] != s:
-                raise ShapeError(f"einsum(): subscript {c} is repeated for operand {k} but the sizes don't match, {mine[c]} != {s}")
+                raise ShapeError(
+                    f"einsum(): subscript {c} is repeated for operand "
+                    f"{k} but the sizes don't match, {mine[c]} != {s}"
+                )
             mine[c] = s
             prev = sizes.get(c)
             if prev is None or prev == 1:
@@ -253,7 +259,10 @@ def tensordot(a: Any, b: Any, dims: Any = 2, out: Any = None) -> Any:
     db = [norm_dim(d, b.ndim, "tensordot") for d in db]
     for i, j in zip(da, db):
         if a.shape[i] != b.shape[j]:
-            raise ShapeError(f"tensordot: contracted dimension {i} of a (size {a.shape[i]}) does not match dimension {j} of b (size {b.shape[j]})")
+            raise ShapeError(
+                f"tensordot: contracted dimension {i} of a (size {a.shape[i]}) "
+                f"does not match dimension {j} of b (size {b.shape[j]})"
+            )
     if a.ndim + b.ndim - len(da) > len(_LETTERS):
         raise ValueError("tensordot: too many dimensions")
     la = _LETTERS[: a.ndim]

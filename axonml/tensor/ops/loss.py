@@ -50,7 +50,10 @@ def _check_pair(input: Any, target: Any, op: str, same_shape: bool) -> tuple:
         try:
             np.broadcast_shapes(tuple(input.shape), tuple(target.shape))
         except ValueError:
-            raise ShapeError(f"{op}: target of shape {tuple(target.shape)} cannot be broadcast to the input's shape {tuple(input.shape)}") from None
+            raise ShapeError(
+                f"{op}: target of shape {tuple(target.shape)} cannot be "
+                f"broadcast to the input's shape {tuple(input.shape)}"
+            ) from None
         warnings.warn(
             f"{op}: using a target size ({tuple(target.shape)}) that is different to the input size ({tuple(input.shape)}). "
             "This will likely lead to incorrect results due to broadcasting. Please ensure they have the same size.",
@@ -90,7 +93,8 @@ def _pair_loss(name: str, fwd: Callable, bwd_x: Callable, bwd_y: Callable | None
             gy = sum_to_shape(xp, dy, y.shape).astype(y.dtype, copy=False)
         return (gx, gy, *([None] * len(ctx.params)))
 
-    return type(name, (Function,), {"forward": staticmethod(forward), "backward": staticmethod(backward), "__doc__": f"Elementwise {name}."})
+    ns = {"forward": staticmethod(forward), "backward": staticmethod(backward), "__doc__": f"Elementwise {name}."}
+    return type(name, (Function,), ns)
 
 
 MseLoss = _pair_loss("MseLoss", lambda xp, x, y: (x - y) ** 2, lambda xp, x, y, g: 2.0 * (x - y) * g, None)
@@ -177,7 +181,12 @@ def _xlogy(xp: Any, y: Any) -> Any:
     return xp.where(y > 0, y * xp.log(xp.where(y > 0, y, 1.0)), xp.where(y == 0, 0.0, xp.nan))
 
 
-KlDiv = _pair_loss("KlDiv", lambda xp, x, y: _xlogy(xp, y) - y * x, lambda xp, x, y, g: -y * g, lambda xp, x, y, g: g * (xp.log(y) + 1.0 - x))
+KlDiv = _pair_loss(
+    "KlDiv",
+    lambda xp, x, y: _xlogy(xp, y) - y * x,
+    lambda xp, x, y, g: -y * g,
+    lambda xp, x, y, g: g * (xp.log(y) + 1.0 - x),
+)
 KlDivLogTarget = _pair_loss(
     "KlDivLogTarget",
     lambda xp, x, y: xp.exp(y) * (y - x),
@@ -192,7 +201,10 @@ def _weighted(loss: Any, weight: Any, reduction: str, input: Any, op: str, mean_
     if not isinstance(weight, TensorBase):
         raise TypeError(f"{op}: weight must be a Tensor, got {type(weight).__name__}")
     if tuple(weight.shape) != tuple(input.shape):
-        raise ShapeError(f"{op}: weights and input must have the same size, got weight {tuple(weight.shape)} and input {tuple(input.shape)}")
+        raise ShapeError(
+            f"{op}: weights and input must have the same size, got weight "
+            f"{tuple(weight.shape)} and input {tuple(input.shape)}"
+        )
     loss = loss * weight
     if reduction == "none":
         return loss
@@ -201,7 +213,9 @@ def _weighted(loss: Any, weight: Any, reduction: str, input: Any, op: str, mean_
     return loss.sum() / weight.sum() if mean_by_weight else loss.mean()
 
 
-def mse_loss(input: Any, target: Any, size_average: Any = None, reduce: Any = None, reduction: str = "mean", weight: Any = None) -> Any:
+def mse_loss(
+    input: Any, target: Any, size_average: Any = None, reduce: Any = None, reduction: str = "mean", weight: Any = None
+) -> Any:
     """Mean squared error ``(input - target)^2``; with ``weight`` (input's shape), 'mean'
     is ``sum(w * l) / sum(w)``.
 
@@ -213,7 +227,9 @@ def mse_loss(input: Any, target: Any, size_average: Any = None, reduce: Any = No
     return _weighted(MseLoss.apply(input, target), weight, reduction, input, "mse_loss", True)
 
 
-def l1_loss(input: Any, target: Any, size_average: Any = None, reduce: Any = None, reduction: str = "mean", weight: Any = None) -> Any:
+def l1_loss(
+    input: Any, target: Any, size_average: Any = None, reduce: Any = None, reduction: str = "mean", weight: Any = None
+) -> Any:
     """Mean absolute error ``|input - target|`` (weighted like :func:`mse_loss`)."""
     reduction = legacy_reduction(size_average, reduce, reduction, "l1_loss")
     check_reduction(reduction, "l1_loss")
@@ -221,7 +237,9 @@ def l1_loss(input: Any, target: Any, size_average: Any = None, reduce: Any = Non
     return _weighted(L1Loss.apply(input, target), weight, reduction, input, "l1_loss", True)
 
 
-def smooth_l1_loss(input: Any, target: Any, size_average: Any = None, reduce: Any = None, reduction: str = "mean", beta: float = 1.0) -> Any:
+def smooth_l1_loss(
+    input: Any, target: Any, size_average: Any = None, reduce: Any = None, reduction: str = "mean", beta: float = 1.0
+) -> Any:
     """``0.5 d^2 / beta`` where ``|d| < beta``, else ``|d| - 0.5 beta`` (``d = input - target``)."""
     reduction = legacy_reduction(size_average, reduce, reduction, "smooth_l1_loss")
     check_reduction(reduction, "smooth_l1_loss")
@@ -272,7 +290,10 @@ def binary_cross_entropy(
     xp = input._device.xp
     data = input._data
     if data.size and bool(xp.any((data < 0) | (data > 1))):
-        raise ValueError("binary_cross_entropy: all elements of input should be between 0 and 1 (apply sigmoid first, or use binary_cross_entropy_with_logits)")
+        raise ValueError(
+            "binary_cross_entropy: all elements of input should be between 0 and "
+            "1 (apply sigmoid first, or use binary_cross_entropy_with_logits)"
+        )
     w = _const_weight(weight, input, "binary_cross_entropy", "weight")
     return reduce_loss(BceLoss.apply(input, target, w), reduction)
 
@@ -375,9 +396,15 @@ def cosine_embedding_loss(
     reduction = legacy_reduction(size_average, reduce, reduction, "cosine_embedding_loss")
     check_reduction(reduction, "cosine_embedding_loss")
     if tuple(input1.shape) != tuple(input2.shape) or input1.ndim not in (1, 2):
-        raise ShapeError(f"cosine_embedding_loss: expected two (N, D) or (D,) inputs of one shape, got {tuple(input1.shape)} and {tuple(input2.shape)}")
+        raise ShapeError(
+            "cosine_embedding_loss: expected two (N, D) or (D,) inputs of "
+            f"one shape, got {tuple(input1.shape)} and {tuple(input2.shape)}"
+        )
     if tuple(target.shape) != tuple(input1.shape[:-1]):
-        raise ShapeError(f"cosine_embedding_loss: target of shape {tuple(target.shape)} does not match the inputs' batch shape {tuple(input1.shape[:-1])}")
+        raise ShapeError(
+            f"cosine_embedding_loss: target of shape {tuple(target.shape)} does "
+            f"not match the inputs' batch shape {tuple(input1.shape[:-1])}"
+        )
     input1, input2 = float32_under_autocast(input1, input2)
     if input2._dtype is not input1._dtype:
         input2 = input2.to(input1._dtype)

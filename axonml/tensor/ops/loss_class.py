@@ -28,7 +28,8 @@ def legacy_reduction(size_average: Any, reduce: Any, reduction: str, op: str) ->
     """Map the deprecated ``size_average``/``reduce`` pair onto ``reduction``."""
     if size_average is None and reduce is None:
         return reduction
-    warnings.warn(f"{op}: size_average and reduce args are deprecated, please use reduction='...' instead.", UserWarning, stacklevel=3)
+    msg = f"{op}: size_average and reduce args are deprecated, please use reduction='...' instead."
+    warnings.warn(msg, UserWarning, stacklevel=3)
     size_average = True if size_average is None else size_average
     reduce = True if reduce is None else reduce
     return "none" if not reduce else "mean" if size_average else "sum"
@@ -151,7 +152,8 @@ class ClassLoss(Function):
                 gx = xp.exp(logp) * a.sum(axis=1, keepdims=True) - a if ctx.fused else -a
             if need[1]:
                 cy = coef[..., None, :] if xp.ndim(coef) else coef
-                gy = (-(1.0 - ctx.eps) * cy * logp * (1.0 if wb is None else wb)).reshape(ctx.shape).astype(ctx.tdtype, copy=False)
+                gy = -(1.0 - ctx.eps) * cy * logp * (1.0 if wb is None else wb)
+                gy = gy.reshape(ctx.shape).astype(ctx.tdtype, copy=False)
         elif need[0]:
             at = coef * wt  # coefficient at each target entry, (N, D)
             cv = coef * valid if ctx.eps else None
@@ -203,8 +205,14 @@ def _validate(input: Any, target: Any, weight: Any, op: str, allow_probs: bool) 
             raise DTypeError(f"{op}: expected an integer (int64) class-index target, got bool")
         if t_shape != idx_shape:
             if input.ndim > 1 and (t_shape[:1] != x_shape[:1]):
-                raise ShapeError(f"{op}: expected input batch_size ({x_shape[0]}) to match target batch_size ({t_shape[0] if t_shape else 'none'}); input {x_shape}, target {t_shape}")
-            raise ShapeError(f"{op}: target of shape {t_shape} does not fit input of shape {x_shape}: expected class indices of shape {idx_shape}")
+                raise ShapeError(
+                    f"{op}: expected input batch_size ({x_shape[0]}) to match target batch_size "
+                    f"({t_shape[0] if t_shape else 'none'}); input {x_shape}, target {t_shape}"
+                )
+            raise ShapeError(
+                f"{op}: target of shape {t_shape} does not fit input of shape "
+                f"{x_shape}: expected class indices of shape {idx_shape}"
+            )
     if weight is not None:
         if not isinstance(weight, TensorBase):
             raise TypeError(f"{op}: weight must be a Tensor, got {type(weight).__name__}")
@@ -223,7 +231,10 @@ def _check_range(target: Any, c: int, ignore_index: int, op: str) -> None:
     bad = ((t < 0) | (t >= c)) & (t != ignore_index)
     if bool(xp.any(bad)):
         value = int(t[bad].reshape(-1)[0])
-        raise IndexError(f"{op}: target {value} is out of bounds for {c} classes (valid: 0..{c - 1}, or ignore_index={ignore_index})")
+        raise IndexError(
+            f"{op}: target {value} is out of bounds for {c} classes "
+            f"(valid: 0..{c - 1}, or ignore_index={ignore_index})"
+        )
 
 
 def _class_loss(input: Any, target: Any, weight: Any, ignore_index: int, reduction: str, eps: float, fused: bool, op: str) -> Any:
