@@ -25,9 +25,9 @@ from .runtime.dtypes import (
     result_type,
     uint8,
 )
+from .serialize import load, load_checkpoint, save, save_checkpoint
 from .tensor import *  # noqa: F403
 from .tensor import Tensor
-from .serialize import load, load_checkpoint, save, save_checkpoint
 
 bool = bool_  # noqa: A001  (ax.bool, as torch.bool)
 float = float32  # noqa: A001

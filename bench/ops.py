@@ -69,7 +69,9 @@ def mlp_fwd_bwd(width: int = 1024, batch: int = 64, layers: int = 4) -> dict:
         for p in tw + tbs:
             p.grad = None
 
-    return compare(f"MLP {layers}x{width}, batch {batch}: fwd+bwd", timeit(run_ax, iters=30, warmup=5), timeit(run_t, iters=30, warmup=5))
+    return compare(
+        f"MLP {layers}x{width}, batch {batch}: fwd+bwd", timeit(run_ax, iters=30, warmup=5), timeit(run_t, iters=30, warmup=5)
+    )
 
 
 def matmul_block(n: int = 2048) -> dict:
@@ -88,7 +90,9 @@ def matmul_block(n: int = 2048) -> dict:
         (torch.relu(xt @ t1) @ t2).sum().backward()
         t1.grad = t2.grad = None
 
-    return compare(f"matmul block {n}x{n} (2 matmuls + relu): fwd+bwd", timeit(run_ax, iters=20, warmup=2), timeit(run_t, iters=20, warmup=2))
+    return compare(
+        f"matmul block {n}x{n} (2 matmuls + relu): fwd+bwd", timeit(run_ax, iters=20, warmup=2), timeit(run_t, iters=20, warmup=2)
+    )
 
 
 def main() -> None:
@@ -96,7 +100,9 @@ def main() -> None:
     rows = small_ops()
     rows.append(mlp_fwd_bwd())
     rows.append(matmul_block())
-    write_results("ops", "PyTorch eager CPU " + torch.__version__, rows, {"goals": {"per_op_ratio_max": 2.0, "mlp_ratio_max": 1.3}})
+    write_results(
+        "ops", "PyTorch eager CPU " + torch.__version__, rows, {"goals": {"per_op_ratio_max": 2.0, "mlp_ratio_max": 1.3}}
+    )
 
 
 if __name__ == "__main__":

@@ -60,9 +60,12 @@ def main() -> None:
     rows.append(
         bench(
             "transformer LM 4x256, seq 128, batch 8",
-            tiny_gpt(torch), tiny_gpt(ax),
-            (torch.tensor(idx), torch.tensor(tgt)), (ax.tensor(idx), ax.tensor(tgt)),
-            gpt_loss, iters=20,
+            tiny_gpt(torch),
+            tiny_gpt(ax),
+            (torch.tensor(idx), torch.tensor(tgt)),
+            (ax.tensor(idx), ax.tensor(tgt)),
+            gpt_loss,
+            iters=20,
         )
     )
     x = rng.standard_normal((32, 3, 32, 32)).astype(np.float32)
@@ -70,8 +73,10 @@ def main() -> None:
     rows.append(
         bench(
             "small CNN, 32x3x32x32",
-            small_cnn(torch), small_cnn(ax),
-            (torch.tensor(x), torch.tensor(y)), (ax.tensor(x), ax.tensor(y)),
+            small_cnn(torch),
+            small_cnn(ax),
+            (torch.tensor(x), torch.tensor(y)),
+            (ax.tensor(x), ax.tensor(y)),
             lambda m, inp: (ax if isinstance(inp[0], ax.Tensor) else torch).nn.functional.cross_entropy(m(inp[0]), inp[1]),
             iters=20,
         )

@@ -32,8 +32,9 @@ def main() -> None:
 
     ax.manual_seed(args.seed)
     x, y = make_data(2048, 16, args.seed + 1)
-    loader = ax.data.DataLoader(ax.data.TensorDataset(x, y), batch_size=args.batch_size, shuffle=True,
-                                generator=ax.Generator().manual_seed(args.seed))
+    loader = ax.data.DataLoader(
+        ax.data.TensorDataset(x, y), batch_size=args.batch_size, shuffle=True, generator=ax.Generator().manual_seed(args.seed)
+    )
     model = nn.Sequential(nn.Linear(16, 64), nn.GELU(), nn.Linear(64, 64), nn.GELU(), nn.Linear(64, 1))
     opt = ax.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
     sched = ax.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.steps)

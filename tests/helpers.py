@@ -73,9 +73,17 @@ def check_vs_torch(
     pairs = [(a, t) for a, t in zip(oa, ot) if t.requires_grad]
     if not pairs:
         return
-    vs = [rng.standard_normal(tuple(t.shape)).astype(as_np(t).dtype if as_np(t).dtype.kind == "f" else np.float64) for _, t in pairs]
+    vs = [
+        rng.standard_normal(tuple(t.shape)).astype(as_np(t).dtype if as_np(t).dtype.kind == "f" else np.float64) for _, t in pairs
+    ]
     ax.autograd.run_backward  # noqa: B018 - the engine is public
-    ax.backward([a for a, _ in pairs], [ax.tensor(v.astype(np.dtype(str(a.dtype).split(".")[-1]) if a.dtype != ax.bfloat16 else np.float32)).to(a.dtype) for (a, _), v in zip(pairs, vs)])
+    ax.backward(
+        [a for a, _ in pairs],
+        [
+            ax.tensor(v.astype(np.dtype(str(a.dtype).split(".")[-1]) if a.dtype != ax.bfloat16 else np.float32)).to(a.dtype)
+            for (a, _), v in zip(pairs, vs)
+        ],
+    )
     torch.autograd.backward([t for _, t in pairs], [torch.tensor(v).to(t.dtype) for (_, t), v in zip(pairs, vs)])
     for i, (a, t) in enumerate(zip(xa, xt)):
         if not t.requires_grad:

@@ -100,12 +100,19 @@ def test_no_upward_or_sideways_imports():
                 continue
             allowed = LAYER[dst_pkg] <= RESTRICTED[src_pkg] if src_pkg in RESTRICTED else LAYER[dst_pkg] < src_layer
             if not allowed:
-                problems.append(f"{path.relative_to(ROOT.parent)}:{node.lineno} ({src_pkg}, layer {src_layer}) imports {target} (layer {LAYER[dst_pkg]})")
+                problems.append(
+                    f"{path.relative_to(ROOT.parent)}:{node.lineno} ({src_pkg}, layer {src_layer}) "
+                    f"imports {target} (layer {LAYER[dst_pkg]})"
+                )
     assert not problems, "layer violations:\n" + "\n".join(problems)
 
 
 def test_no_function_local_axonml_imports():
-    found = [f"{p.relative_to(ROOT.parent)}:{line} in {fn}()" for p in sorted(ROOT.rglob("*.py")) for fn, line in _function_local_axonml_imports(p)]
+    found = [
+        f"{p.relative_to(ROOT.parent)}:{line} in {fn}()"
+        for p in sorted(ROOT.rglob("*.py"))
+        for fn, line in _function_local_axonml_imports(p)
+    ]
     assert not found, "function-local imports of axonml modules (move the code instead):\n" + "\n".join(found)
 
 
@@ -114,7 +121,13 @@ def test_axonml_never_imports_torch():
     for path in sorted(ROOT.rglob("*.py")):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             if any(n == "torch" or n.startswith("torch.") for n in names):
                 offenders.append(str(path.relative_to(ROOT.parent)))
     assert not offenders, f"axonml/ must not import torch: {offenders}"

@@ -90,7 +90,9 @@ def _is_array(a: Any) -> bool:
     return hasattr(a, "shape") and hasattr(a, "dtype") and not isinstance(a, TensorBase)
 
 
-def checkpoint(function: Callable[..., Any], *args: Any, use_reentrant: bool = False, preserve_rng_state: bool = True, **kwargs: Any) -> Any:
+def checkpoint(
+    function: Callable[..., Any], *args: Any, use_reentrant: bool = False, preserve_rng_state: bool = True, **kwargs: Any
+) -> Any:
     """Run ``function(*args, **kwargs)`` without keeping its activations; recompute them
     in backward. Gradients equal those of the plain call (dropout included, through RNG
     state replay).
@@ -108,7 +110,9 @@ def checkpoint(function: Callable[..., Any], *args: Any, use_reentrant: bool = F
     return out
 
 
-def checkpoint_sequential(functions: Sequence[Callable[[Any], Any]], segments: int, input: Any, preserve_rng_state: bool = True) -> Any:  # noqa: A002
+def checkpoint_sequential(
+    functions: Sequence[Callable[[Any], Any]], segments: int, input: Any, preserve_rng_state: bool = True
+) -> Any:  # noqa: A002
     """Split ``functions`` (e.g. a Sequential) into ``segments`` checkpointed chunks; the
     last chunk runs normally (its activations are needed right away)."""
     funcs = list(functions.children()) if hasattr(functions, "children") else list(functions)

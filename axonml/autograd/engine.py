@@ -79,8 +79,7 @@ def _run_hooks(hooks: list, grad: Any, device: Any, create_graph: bool) -> Any:
                 raise AutogradError(f"a tensor hook must return a Tensor or None, got {type(out).__name__}")
             if tuple(out.shape) != tuple(gt.shape):
                 raise ShapeError(
-                    f"a tensor hook returned a gradient of shape {tuple(out.shape)} for a "
-                    f"gradient of shape {tuple(gt.shape)}"
+                    f"a tensor hook returned a gradient of shape {tuple(out.shape)} for a gradient of shape {tuple(gt.shape)}"
                 )
             grad = out if create_graph else out._data
     return grad
@@ -199,7 +198,6 @@ def run_backward(
     for i, r in enumerate(results):
         if r is None and not allow_unused:
             raise AutogradError(
-                f"input {i} of grad() was not used to compute the outputs; pass "
-                "allow_unused=True to get None for it"
+                f"input {i} of grad() was not used to compute the outputs; pass allow_unused=True to get None for it"
             )
     return results

@@ -125,8 +125,7 @@ class Function(Node):
                     dev = d
                 elif d is not dev:
                     raise DeviceError(
-                        f"{cls.__name__}: expected all tensors on one device, got {dev} and {d}; "
-                        "move them with .to(device)"
+                        f"{cls.__name__}: expected all tensors on one device, got {dev} and {d}; move them with .to(device)"
                     )
                 raw.append(a._data)
                 if a._rg:
@@ -216,7 +215,9 @@ class Function(Node):
     def _release(self) -> None:
         """Free what backward saved (retain_graph=False)."""
         d = self.__dict__
-        keep = {k: d[k] for k in ("next_functions", "_seq", "_n_outputs", "device", "xp", "_pre_hooks", "_retain_hooks") if k in d}
+        keep = {
+            k: d[k] for k in ("next_functions", "_seq", "_n_outputs", "device", "xp", "_pre_hooks", "_retain_hooks") if k in d
+        }
         d.clear()
         d.update(keep)
         self._freed = True

@@ -56,7 +56,13 @@ def gradcheck(
     vs = [rng.standard_normal(o.shape) for o in diff_outs]
     xp = diff_outs[0].device.xp
     vs_dev = [xp.asarray(v) for v in vs]
-    grads = run_backward(diff_outs, [v.astype(o._data.dtype) for v, o in zip(vs_dev, diff_outs)], retain_graph=False, inputs=[inputs[i] for i in targets], allow_unused=True)
+    grads = run_backward(
+        diff_outs,
+        [v.astype(o._data.dtype) for v, o in zip(vs_dev, diff_outs)],
+        retain_graph=False,
+        inputs=[inputs[i] for i in targets],
+        allow_unused=True,
+    )
 
     def scalar(xs: list) -> float:
         with no_grad():

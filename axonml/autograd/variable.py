@@ -15,10 +15,10 @@ import itertools
 import weakref
 from typing import Any
 
+from ..errors import AutogradError, DTypeError
 from ..runtime.devices.device import Device
 from ..runtime.devices.memory import new_storage
 from ..runtime.dtypes import ALL_DTYPES, DType
-from ..errors import AutogradError, DTypeError
 
 NP_TO_DTYPE = {d.np: d for d in ALL_DTYPES}
 _new = object.__new__
@@ -85,10 +85,7 @@ class TensorBase:
                 )
             return self
         if requires_grad and not self._dtype.is_floating_point:
-            raise DTypeError(
-                f"only floating point tensors can require gradients, got {self._dtype}; "
-                "convert with .float() first"
-            )
+            raise DTypeError(f"only floating point tensors can require gradients, got {self._dtype}; convert with .float() first")
         self._rg = bool(requires_grad)
         return self
 
@@ -138,8 +135,7 @@ def make_tensor(
         t._dtype = NP_TO_DTYPE[data.dtype]
     except KeyError:
         raise DTypeError(
-            f"array dtype {data.dtype} has no AxonML equivalent; supported: "
-            f"{[d.name for d in ALL_DTYPES]}"
+            f"array dtype {data.dtype} has no AxonML equivalent; supported: {[d.name for d in ALL_DTYPES]}"
         ) from None
     t._device = device
     t._rg = requires_grad
@@ -168,4 +164,3 @@ def make_tensor(
         t._base = root
         t._storage = root._storage
     return t
-

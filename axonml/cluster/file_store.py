@@ -58,6 +58,7 @@ class _Log:
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         self.data: dict[str, bytes] = {}
         self.offset = 0  # bytes of the file replayed into data (0: header not checked yet)
+        self.version = 0  # bumped on every change to data, so waiters see this process's own writes
         self.mutex = threading.Lock()
 
     def size(self) -> int:
@@ -107,6 +108,7 @@ class _Log:
                 self.data.pop(key, None)
             pos = end
         self.offset += pos
+        self.version += 1 if pos else 0
         if self.offset < size and exclusive:
             # Only a writer that died mid-append leaves a partial record (writers hold the
             # exclusive lock); cut it off so that the next record starts on a boundary.
@@ -121,6 +123,7 @@ class _Log:
         while view:
             view = view[os.write(self.fd, view) :]
         self.offset += written
+        self.version += 1
         if kind == _SET:
             self.data[key] = value
         else:
@@ -232,6 +235,7 @@ class FileStore(Store):
         while True:
             with self._log.locked(False):
                 result = check()
+                seen = self._log.version
             if result:
                 return result
             while True:
@@ -241,7 +245,8 @@ class FileStore(Store):
                         return check()
                 time.sleep(min(delay, remaining))
                 delay = min(2 * delay, _POLL_MAX)
-                if self._log.size() != self._log.offset:  # something was appended: look again
+                # look again when another process appended or a thread of this one wrote
+                if self._log.size() != self._log.offset or self._log.version != seen:
                     break
 
     def _set(self, key: str, value: bytes) -> None:

@@ -232,6 +232,7 @@ class Store(abc.ABC):
 
     def close(self) -> None:
         """Release the store's resources (connections, files). Safe to call twice."""
+        return None  # nothing to release by default
 
     def __enter__(self) -> Store:
         return self

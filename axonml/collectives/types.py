@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import enum
 import threading
+import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -183,6 +184,11 @@ class Work:
         self._callbacks: list[Callable[["Work"], None]] = []
         self._lock = threading.Lock()
         self._future: Future | None = None
+        self._t_start: float | None = None
+
+    def _started(self) -> None:
+        """Called by the communication thread when the collective starts running."""
+        self._t_start = time.monotonic()
 
     # -- completion (backend side) ---------------------------------------------------
     def _add_done_callback(self, fn: Callable[["Work"], None]) -> None:
@@ -235,18 +241,30 @@ class Work:
         """Block until the collective finished; return True.
 
         Args:
-            timeout: seconds or a ``timedelta``; default: the group's timeout.
+            timeout: seconds or a ``timedelta``. Default: until the backend finishes it,
+                which is bounded: a running collective fails after the group's timeout.
 
         Raises:
             CollectiveTimeout: not finished in time (the collective keeps running).
             CollectiveError: the collective failed (the backend's error is re-raised).
         """
-        limit = to_seconds(timeout) if timeout is not None else self._timeout
-        if not self._done.wait(limit):
-            raise CollectiveTimeout(
-                f"Work.wait: {self._desc or 'collective'} did not finish within {limit:.1f} s; "
-                "a peer may be slow, hung or issuing different collectives"
-            )
+        if timeout is not None:
+            limit = to_seconds(timeout)
+            if not self._done.wait(limit):
+                raise CollectiveTimeout(
+                    f"Work.wait: {self._desc or 'collective'} did not finish within {limit:.1f} s; "
+                    "a peer may be slow, hung or issuing different collectives"
+                )
+        else:
+            # The backend bounds a running collective by the group timeout; this guard only
+            # catches a backend that fails to (it never fires in normal operation).
+            while not self._done.wait(0.5):
+                t0 = self._t_start
+                if self._timeout is not None and t0 is not None and time.monotonic() - t0 > self._timeout + 30.0:
+                    raise CollectiveTimeout(
+                        f"Work.wait: {self._desc or 'collective'} has run {time.monotonic() - t0:.0f} s, past the "
+                        f"group timeout of {self._timeout:.0f} s, and the backend did not end it"
+                    )
         if self._exc is not None:
             raise self._exc
         return True

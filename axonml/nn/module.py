@@ -188,7 +188,9 @@ class Module:
         return mod._parameters[name]
 
     # -- traversal -------------------------------------------------------------------
-    def named_modules(self, memo: set | None = None, prefix: str = "", remove_duplicate: bool = True) -> Iterator[tuple[str, "Module"]]:
+    def named_modules(
+        self, memo: set | None = None, prefix: str = "", remove_duplicate: bool = True
+    ) -> Iterator[tuple[str, "Module"]]:
         if memo is None:
             memo = set()
         if remove_duplicate:
@@ -216,7 +218,9 @@ class Module:
         for _, m in self.named_children():
             yield m
 
-    def _named_members(self, table: str, prefix: str, recurse: bool, remove_duplicate: bool = True) -> Iterator[tuple[str, Tensor]]:
+    def _named_members(
+        self, table: str, prefix: str, recurse: bool, remove_duplicate: bool = True
+    ) -> Iterator[tuple[str, Tensor]]:
         seen: set = set()
         mods = self.named_modules(prefix=prefix, remove_duplicate=remove_duplicate) if recurse else [(prefix, self)]
         for mprefix, mod in mods:
@@ -226,7 +230,9 @@ class Module:
                 seen.add(id(val))
                 yield mprefix + ("." if mprefix else "") + name, val
 
-    def named_parameters(self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True) -> Iterator[tuple[str, Parameter]]:
+    def named_parameters(
+        self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
+    ) -> Iterator[tuple[str, Parameter]]:
         """(dotted name, parameter) pairs in registration order; shared ones once."""
         yield from self._named_members("_parameters", prefix, recurse, remove_duplicate)
 
@@ -234,7 +240,9 @@ class Module:
         for _, p in self.named_parameters(recurse=recurse):
             yield p
 
-    def named_buffers(self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True) -> Iterator[tuple[str, Tensor]]:
+    def named_buffers(
+        self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
+    ) -> Iterator[tuple[str, Tensor]]:
         yield from self._named_members("_buffers", prefix, recurse, remove_duplicate)
 
     def buffers(self, recurse: bool = True) -> Iterator[Tensor]:
@@ -246,7 +254,9 @@ class Module:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
     # -- state -----------------------------------------------------------------------
-    def state_dict(self, destination: dict | None = None, prefix: str = "", keep_vars: bool = False) -> "OrderedDict[str, Tensor]":
+    def state_dict(
+        self, destination: dict | None = None, prefix: str = "", keep_vars: bool = False
+    ) -> "OrderedDict[str, Tensor]":
         """Parameters and persistent buffers by dotted name. Values share storage with
         the module (detached unless ``keep_vars``)."""
         out = OrderedDict() if destination is None else destination
@@ -287,8 +297,10 @@ class Module:
             problems.append(f"unexpected keys: {unexpected}")
         if problems:
             raise StateDictError(
-                f"error(s) loading state dict into {type(self).__name__}: " + " | ".join(problems)
-                + ". Pass strict=False to ignore missing/unexpected keys; fix shapes by building the model with the checkpoint's config."
+                f"error(s) loading state dict into {type(self).__name__}: "
+                + " | ".join(problems)
+                + ". Pass strict=False to ignore missing/unexpected keys; fix shapes by building the model "
+                "with the checkpoint's config."
             )
         with no_grad():
             for k, t in own.items():
@@ -340,7 +352,7 @@ class Module:
     def _apply_tensors(self, convert: Callable[[Tensor], Tensor]) -> "Module":
         with no_grad():
             for mod in self.modules():
-                for name, p in mod._parameters.items():
+                for _name, p in mod._parameters.items():
                     if p is None:
                         continue
                     new = convert(p)
@@ -400,16 +412,16 @@ class Module:
         return ""
 
     def __repr__(self) -> str:
-        lines = []
         extra = self.extra_repr()
-        for name, mod in self._modules.items():
-            sub = repr(mod).replace("\n", "\n  ")
-            lines.append(f"({name}): {sub}")
+        extra_lines = extra.split("\n") if extra else []
+        child_lines = [f"({name}): " + repr(mod).replace("\n", "\n  ") for name, mod in self._modules.items()]
+        lines = extra_lines + child_lines
         head = type(self).__name__ + "("
         if not lines:
-            return head + extra + ")"
-        body = ("\n  " + extra) if extra else ""
-        return head + body + "\n  " + "\n  ".join(lines) + "\n)"
+            return head + ")"
+        if len(extra_lines) == 1 and not child_lines:
+            return head + extra_lines[0] + ")"
+        return head + "\n  " + "\n  ".join(lines) + "\n)"
 
     def __dir__(self) -> list:
         return sorted(set(super().__dir__()) | set(self._parameters) | set(self._buffers) | set(self._modules))

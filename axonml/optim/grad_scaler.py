@@ -122,13 +122,17 @@ class GradScaler:
         self._per_opt = {}
 
     def state_dict(self) -> dict:
-        return {
-            "scale": self._scale,
-            "growth_factor": self._growth_factor,
-            "backoff_factor": self._backoff_factor,
-            "growth_interval": self._growth_interval,
-            "_growth_tracker": self._growth_tracker,
-        } if self._enabled else {}
+        return (
+            {
+                "scale": self._scale,
+                "growth_factor": self._growth_factor,
+                "backoff_factor": self._backoff_factor,
+                "growth_interval": self._growth_interval,
+                "_growth_tracker": self._growth_tracker,
+            }
+            if self._enabled
+            else {}
+        )
 
     def load_state_dict(self, state: dict) -> None:
         if not self._enabled:

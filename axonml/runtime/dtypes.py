@@ -91,10 +91,7 @@ def get_dtype(dtype: Any) -> DType:
         npd = None
     d = _BY_NP.get(npd) if npd is not None else None
     if d is None:
-        raise DTypeError(
-            f"dtype {dtype!r} has no AxonML equivalent; use one of "
-            f"{[x.name for x in ALL_DTYPES]}"
-        )
+        raise DTypeError(f"dtype {dtype!r} has no AxonML equivalent; use one of {[x.name for x in ALL_DTYPES]}")
     return d
 
 
@@ -103,8 +100,7 @@ def from_numpy_dtype(npd: np.dtype) -> DType:
     d = _BY_NP.get(npd)
     if d is None:
         raise DTypeError(
-            f"NumPy dtype {npd} is not supported; convert the array to one of "
-            f"{[x.np.name for x in ALL_DTYPES]} first"
+            f"NumPy dtype {npd} is not supported; convert the array to one of {[x.np.name for x in ALL_DTYPES]} first"
         )
     return d
 

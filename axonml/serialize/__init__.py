@@ -5,6 +5,13 @@ from .safetensors_io import read_header, read_safetensors, read_slice, write_saf
 from .state import load, load_metadata, save
 
 __all__ = [
-    "load", "load_checkpoint", "load_metadata", "read_header", "read_safetensors", "read_slice",
-    "save", "save_checkpoint", "write_safetensors",
+    "load",
+    "load_checkpoint",
+    "load_metadata",
+    "read_header",
+    "read_safetensors",
+    "read_slice",
+    "save",
+    "save_checkpoint",
+    "write_safetensors",
 ]

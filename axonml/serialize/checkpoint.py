@@ -39,7 +39,12 @@ def _encode(obj: Any, prefix: str, tensors: dict) -> Any:
     if isinstance(obj, dict):
         if all(isinstance(k, str) for k in obj):
             return {"__dict__": {k: _encode(v, f"{prefix}/{k}", tensors) for k, v in obj.items()}}
-        return {"__items__": [[_encode(k, f"{prefix}/#k{i}", tensors), _encode(v, f"{prefix}/{k}", tensors)] for i, (k, v) in enumerate(obj.items())]}
+        return {
+            "__items__": [
+                [_encode(k, f"{prefix}/#k{i}", tensors), _encode(v, f"{prefix}/{k}", tensors)]
+                for i, (k, v) in enumerate(obj.items())
+            ]
+        }
     if isinstance(obj, tuple):
         return {"__tuple__": [_encode(v, f"{prefix}/{i}", tensors) for i, v in enumerate(obj)]}
     if isinstance(obj, list):
@@ -122,7 +127,9 @@ def load_checkpoint(
     path = os.fspath(path)
     tensors, meta = read_safetensors(path)
     if _KEY not in meta:
-        raise CheckpointError(f"{path}: not an AxonML training checkpoint (no {_KEY!r} metadata); use ax.load for plain state dicts")
+        raise CheckpointError(
+            f"{path}: not an AxonML training checkpoint (no {_KEY!r} metadata); use ax.load for plain state dicts"
+        )
     try:
         skeleton = json.loads(meta[_KEY])
     except json.JSONDecodeError as e:
@@ -132,7 +139,9 @@ def load_checkpoint(
         if obj is None:
             continue
         if name not in state:
-            raise CheckpointError(f"{path}: the checkpoint holds no {name} state (it has {sorted(k for k in state if k not in ('format',))})")
+            raise CheckpointError(
+                f"{path}: the checkpoint holds no {name} state (it has {sorted(k for k in state if k not in ('format',))})"
+            )
         if name == "model":
             obj.load_state_dict(state[name], strict=strict)
         else:

@@ -39,7 +39,9 @@ _CODES = {v: k for k, v in _DTYPES.items()}
 _MAX_HEADER = 100 * 1024 * 1024
 
 
-def write_safetensors(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None) -> None:
+def write_safetensors(
+    path: str | os.PathLike, arrays: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None
+) -> None:
     """Write ``arrays`` (name -> host array) atomically: a temporary file in the same
     folder, fsync, then rename, so a crash never leaves a half-written ``path``."""
     header: dict[str, Any] = {}
@@ -102,7 +104,9 @@ def read_header(path: str | os.PathLike) -> tuple[dict, dict, int]:
                 raise CheckpointError(f"{path}: not a safetensors file (only {size} bytes, no header length)")
             (n,) = struct.unpack("<Q", head)
             if n > _MAX_HEADER or 8 + n > size:
-                raise CheckpointError(f"{path}: corrupt or truncated safetensors file (header length {n} but the file has {size} bytes)")
+                raise CheckpointError(
+                    f"{path}: corrupt or truncated safetensors file (header length {n} but the file has {size} bytes)"
+                )
             raw = f.read(n)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint file") from None
@@ -140,7 +144,7 @@ def read_safetensors(path: str | os.PathLike, names: list[str] | None = None) ->
             raise CheckpointError(f"{path}: tensors {missing} are not in the file (it has {sorted(header)[:20]}...)")
     out = {}
     with open(path, "rb") as f:
-        for name in (sorted(header, key=lambda k: header[k]["data_offsets"][0]) if names is None else names):
+        for name in sorted(header, key=lambda k: header[k]["data_offsets"][0]) if names is None else names:
             e = header[name]
             b, end = e["data_offsets"]
             f.seek(start + b)

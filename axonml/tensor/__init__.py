@@ -15,6 +15,16 @@ for _m in OP_MODULES:
             _op_all.append(_name)
 
 __all__ = [
-    "Generator", "Tensor", "backward", "default_generator", "get_rng_state", "grad",
-    "initial_seed", "manual_seed", "seed", "set_rng_state", *_creation_all, *_op_all,
+    "Generator",
+    "Tensor",
+    "backward",
+    "default_generator",
+    "get_rng_state",
+    "grad",
+    "initial_seed",
+    "manual_seed",
+    "seed",
+    "set_rng_state",
+    *_creation_all,
+    *_op_all,
 ]

@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 
 from ..autograd.variable import TensorBase, make_tensor
-from ..errors import DTypeError
-from ..runtime.devices.device import Device, as_device
-from ..runtime.dtypes import DType, bool_, float32, from_numpy_dtype, get_default_dtype, get_dtype, int64
+from ..errors import DTypeError, ShapeError
+from ..runtime.devices.device import as_device
+from ..runtime.dtypes import DType, bool_, from_numpy_dtype, get_default_dtype, get_dtype, int64
 from .random import Generator, get_generator
 
 
@@ -38,7 +38,10 @@ def _infer_dtype(data: Any) -> DType:
     bool, ints int64, floats the default float dtype."""
     if isinstance(data, (np.ndarray, np.generic)):
         return from_numpy_dtype(data.dtype)
-    arr = np.asarray(data)
+    try:
+        arr = np.asarray(data)
+    except ValueError:
+        raise ShapeError("tensor(): nested lists must be rectangular (equal lengths at each depth)") from None
     if arr.dtype == np.bool_:
         return bool_
     if arr.dtype.kind in "iu":
@@ -46,7 +49,7 @@ def _infer_dtype(data: Any) -> DType:
     if arr.dtype.kind == "f":
         return get_default_dtype()
     if arr.dtype.kind == "O":
-        raise DTypeError("cannot build a tensor from ragged or object data; give equal-length nested lists")
+        raise DTypeError(f"cannot build a tensor from objects of type {type(data).__name__}; give numbers or nested lists")
     return from_numpy_dtype(arr.dtype)
 
 
@@ -135,7 +138,9 @@ def eye(n: int, m: int | None = None, dtype: Any = None, device: Any = None, req
     return _finish(np.eye(n, m, dtype=_dt(dtype).np), device, requires_grad)
 
 
-def randn(*size: Any, generator: Generator | None = None, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Any:
+def randn(
+    *size: Any, generator: Generator | None = None, dtype: Any = None, device: Any = None, requires_grad: bool = False
+) -> Any:
     """Standard normal samples (from ``generator`` or the default one)."""
     dt = _dt(dtype)
     if not dt.is_floating_point:
@@ -145,7 +150,9 @@ def randn(*size: Any, generator: Generator | None = None, dtype: Any = None, dev
     return _finish(arr.astype(dt.np, copy=False), device, requires_grad)
 
 
-def rand(*size: Any, generator: Generator | None = None, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Any:
+def rand(
+    *size: Any, generator: Generator | None = None, dtype: Any = None, device: Any = None, requires_grad: bool = False
+) -> Any:
     """Uniform samples in [0, 1)."""
     dt = _dt(dtype)
     if not dt.is_floating_point:
@@ -155,7 +162,9 @@ def rand(*size: Any, generator: Generator | None = None, dtype: Any = None, devi
     return _finish(arr.astype(dt.np, copy=False), device, requires_grad)
 
 
-def randint(low: int, high: int | None = None, size: Any = (), generator: Generator | None = None, dtype: Any = None, device: Any = None) -> Any:
+def randint(
+    low: int, high: int | None = None, size: Any = (), generator: Generator | None = None, dtype: Any = None, device: Any = None
+) -> Any:
     """Integers in [low, high) (``randint(high, size)`` means low = 0)."""
     if high is None:
         low, high = 0, low
@@ -203,23 +212,48 @@ def full_like(x: Any, fill_value: Any, dtype: Any = None, device: Any = None, re
     return full(x.shape, fill_value, dtype=dt, device=dev, requires_grad=requires_grad)
 
 
-def randn_like(x: Any, dtype: Any = None, device: Any = None, generator: Generator | None = None, requires_grad: bool = False) -> Any:
+def randn_like(
+    x: Any, dtype: Any = None, device: Any = None, generator: Generator | None = None, requires_grad: bool = False
+) -> Any:
     dt, dev = _like(x, dtype, device)
     return randn(*x.shape, generator=generator, dtype=dt, device=dev, requires_grad=requires_grad)
 
 
-def rand_like(x: Any, dtype: Any = None, device: Any = None, generator: Generator | None = None, requires_grad: bool = False) -> Any:
+def rand_like(
+    x: Any, dtype: Any = None, device: Any = None, generator: Generator | None = None, requires_grad: bool = False
+) -> Any:
     dt, dev = _like(x, dtype, device)
     return rand(*x.shape, generator=generator, dtype=dt, device=dev, requires_grad=requires_grad)
 
 
-def randint_like(x: Any, low: int, high: int | None = None, dtype: Any = None, device: Any = None, generator: Generator | None = None) -> Any:
+def randint_like(
+    x: Any, low: int, high: int | None = None, dtype: Any = None, device: Any = None, generator: Generator | None = None
+) -> Any:
     dt, dev = _like(x, dtype, device)
     return randint(low, high, x.shape, generator=generator, dtype=dt, device=dev)
 
 
 __all__ = [
-    "arange", "as_tensor", "empty", "empty_like", "eye", "from_numpy", "full", "full_like",
-    "linspace", "normal", "ones", "ones_like", "rand", "rand_like", "randint", "randint_like",
-    "randn", "randn_like", "randperm", "tensor", "zeros", "zeros_like",
+    "arange",
+    "as_tensor",
+    "empty",
+    "empty_like",
+    "eye",
+    "from_numpy",
+    "full",
+    "full_like",
+    "linspace",
+    "normal",
+    "ones",
+    "ones_like",
+    "rand",
+    "rand_like",
+    "randint",
+    "randint_like",
+    "randn",
+    "randn_like",
+    "randperm",
+    "tensor",
+    "zeros",
+    "zeros_like",
 ]

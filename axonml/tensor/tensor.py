@@ -18,7 +18,7 @@ from ..autograd.function import Function
 from ..autograd.grad_mode import state as _grad_state
 from ..autograd.variable import TensorBase, make_tensor, register_tensor_class
 from ..errors import AutogradError, ShapeError
-from ..runtime.devices.device import Device, as_device
+from ..runtime.devices.device import as_device
 from ..runtime.dtypes import DType, get_dtype
 
 
@@ -195,9 +195,7 @@ class Tensor(TensorBase):
 
     def __bool__(self) -> bool:
         if self._data.size != 1:
-            raise RuntimeError(
-                f"the truth value of a tensor with {self._data.size} elements is ambiguous; use .any() or .all()"
-            )
+            raise RuntimeError(f"the truth value of a tensor with {self._data.size} elements is ambiguous; use .any() or .all()")
         return bool(self.item())
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
@@ -232,7 +230,7 @@ class Tensor(TensorBase):
         if dev is self._device and (dt is None or dt is self._dtype):
             return self.clone() if copy else self
         if dev.type == "cuda":
-            dev.xp  # raise a clear DeviceError early when CUDA is unusable
+            _ = dev.xp  # raise a clear DeviceError early when CUDA is unusable
         return _ToCopy.apply(self, dev, dt)
 
     def cpu(self) -> "Tensor":
@@ -284,7 +282,9 @@ class Tensor(TensorBase):
         """A copy with its own storage; differentiable."""
         return _Clone.apply(self)
 
-    def backward(self, gradient: Any = None, retain_graph: bool | None = None, create_graph: bool = False, inputs: Any = None) -> None:
+    def backward(
+        self, gradient: Any = None, retain_graph: bool | None = None, create_graph: bool = False, inputs: Any = None
+    ) -> None:
         """Accumulate d(self)/d(leaf) into every leaf's ``.grad``.
 
         ``gradient`` is required unless this tensor has one element.

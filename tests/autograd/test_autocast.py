@@ -34,7 +34,11 @@ def _cases():
         ("softmax(matmul)", lambda m, a, b: m.softmax(m.matmul(a, b), -1), (x, w.T.copy())),
         ("log_softmax(matmul)", lambda m, a, b: m.log_softmax(m.matmul(a, b), -1), (x, w.T.copy())),
         ("sum(matmul)", lambda m, a, b: m.matmul(a, b).sum(), (x, w.T.copy())),
-        ("layer_norm(matmul)", lambda m, a, b: (ax.layer_norm if m is ax else torch.nn.functional.layer_norm)(m.matmul(a, b), (6,)), (x, w.T.copy())),
+        (
+            "layer_norm(matmul)",
+            lambda m, a, b: (ax.layer_norm if m is ax else torch.nn.functional.layer_norm)(m.matmul(a, b), (6,)),
+            (x, w.T.copy()),
+        ),
         ("matmul + float32", lambda m, a, b: m.matmul(a, b) + a[:, :6], (x, w.T.copy())),
         (
             "cross_entropy(matmul)",
@@ -72,7 +76,7 @@ def test_autocast_really_lowers_precision_and_grads_stay_float32():
         y = xa @ ax.tensor(b)
     assert y.dtype == ax.bfloat16
     exact = a @ b
-    low = (a.astype(np.float32) @ b)  # reference in float32
+    low = a.astype(np.float32) @ b  # reference in float32
     err = np.abs(y.float().detach().numpy() - exact).max()
     assert err > 1e-4, "the product was not computed in bfloat16"
     assert np.allclose(y.float().detach().numpy(), low, rtol=0.05, atol=0.1)

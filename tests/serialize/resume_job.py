@@ -45,7 +45,9 @@ def main():
         start = state["step"]
     train(model, opt, sched, a.steps)
     if a.save:
-        ax.save_checkpoint(a.save, model=model, optimizer=opt, scheduler=sched, step=start + a.steps, metadata={"note": "resume test"})
+        ax.save_checkpoint(
+            a.save, model=model, optimizer=opt, scheduler=sched, step=start + a.steps, metadata={"note": "resume test"}
+        )
     np.savez(a.out, **{k: v.numpy() for k, v in model.state_dict().items()})
 
 

@@ -64,6 +64,15 @@ def test_torch_written_file_loads_into_a_module(tmp_path):
     assert sorted(sd) == sorted(tm.state_dict())
     for k, v in tm.state_dict().items():
         np.testing.assert_array_equal(sd[k].numpy(), v.numpy())
+    am = ax.nn.Sequential(ax.nn.Linear(3, 4), ax.nn.ReLU(), ax.nn.Linear(4, 2))
+    am.load_state_dict(sd)
+    x = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
+    np.testing.assert_allclose(am(ax.tensor(x)).detach().numpy(), tm(torch.tensor(x)).detach().numpy(), rtol=1e-6)
+    # and the reverse: our file into the torch model
+    ax.save(am.state_dict(), tmp_path / "ours.safetensors")
+    tm2 = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    tm2.load_state_dict(stt.load_file(str(tmp_path / "ours.safetensors")))
+    np.testing.assert_allclose(tm2(torch.tensor(x)).detach().numpy(), tm(torch.tensor(x)).detach().numpy(), rtol=1e-6)
 
 
 def test_refuses_non_tensors(tmp_path):

@@ -28,7 +28,9 @@ def test_pow_and_scalars():
     gradcheck(lambda x, y: x**y, [a, b])
 
 
-@pytest.mark.parametrize("sa,sb", [((3, 4), (4, 5)), ((4,), (4,)), ((4,), (4, 2)), ((3, 4), (4,)), ((2, 3, 4), (4, 5)), ((2, 1, 3, 4), (5, 4, 2))])
+@pytest.mark.parametrize(
+    "sa,sb", [((3, 4), (4, 5)), ((4,), (4,)), ((4,), (4, 2)), ((3, 4), (4,)), ((2, 3, 4), (4, 5)), ((2, 1, 3, 4), (5, 4, 2))]
+)
 def test_matmul(sa, sb):
     a, b = rand(*sa), rand(*sb, seed=3)
     check_vs_torch(lambda x, y: x @ y, lambda x, y: x @ y, [a, b])

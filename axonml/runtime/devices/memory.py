@@ -66,5 +66,3 @@ def reset_peak_memory_stats(device: object = "cpu") -> None:
     """Reset the peak of ``device`` to its current value."""
     st = _stats[str(device)]
     st.peak = st.current
-
-

@@ -263,7 +263,11 @@ class _RoundDiv(Function):
     def backward(ctx, g):
         xp = ctx.xp
         z = xp.zeros_like(g)
-        return (None if ctx.sa is None else sum_to_shape(xp, z, ctx.sa)), (None if ctx.sb is None else sum_to_shape(xp, z, ctx.sb)), None
+        return (
+            (None if ctx.sa is None else sum_to_shape(xp, z, ctx.sa)),
+            (None if ctx.sb is None else sum_to_shape(xp, z, ctx.sb)),
+            None,
+        )
 
 
 def floor_divide(a: Any, b: Any) -> Any:
@@ -778,6 +782,21 @@ METHODS = {
 }
 
 __all__ = [
-    "add", "sub", "mul", "div", "neg", "pow", "matmul", "sum", "mean", "reshape", "view",
-    "permute", "transpose", "t", "expand", "contiguous", "sum_to_size",
+    "add",
+    "sub",
+    "mul",
+    "div",
+    "neg",
+    "pow",
+    "matmul",
+    "sum",
+    "mean",
+    "reshape",
+    "view",
+    "permute",
+    "transpose",
+    "t",
+    "expand",
+    "contiguous",
+    "sum_to_size",
 ]

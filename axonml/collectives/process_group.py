@@ -1,0 +1,448 @@
+"""``ProcessGroup``: the backend interface, on raw arrays, and the backend registry.
+
+Note on the split of work: the tensor-level API (:mod:`.functional`) validates tensors,
+makes contiguous (and, for float16/bfloat16 reductions, float32) copies and converts
+global ranks to group ranks. A backend sees only contiguous NumPy (or CuPy) arrays and
+group ranks. This base class numbers every collective (one sequence per group, assigned
+in the caller's thread, so the order of submission is the order of execution), builds
+its :class:`CollectiveDesc`, and queues it on the group's :class:`CommWorker`; the
+backend implements the ``_``-prefixed primitives that run there.
+
+Note on failure: the first error inside a collective (a dead peer, a timeout, a
+divergence) breaks the group: that collective's ``Work`` carries the error and every
+later collective fails at once with a :class:`CollectiveError` that repeats the cause.
+A broken group must be destroyed; there is no silent recovery.
+"""
+
+from __future__ import annotations
+
+import abc
+import collections
+import logging
+import os
+import threading
+from typing import Any, Callable, Sequence
+
+from .._env import FLAGS, get_flag
+from ..errors import CollectiveError
+from .types import CollectiveDesc, ReduceOp, Work, check_descs
+
+__all__ = [
+    "ProcessGroup",
+    "CommWorker",
+    "register_backend",
+    "get_backend_factory",
+    "registered_backends",
+    "check_enabled",
+    "p2p_done",
+    "p2p_result",
+]
+
+logger = logging.getLogger(__name__)
+
+Meta = dict | None  # optional {"op": public name, "dtype": user dtype, "shapes": user shapes} for messages
+Post = Callable[[], Any] | None  # runs on the comm thread after the data moved; its value is Work.result()
+
+
+def _flag(name: str, default: str) -> str:
+    # Flags not yet in the table of axonml/_env.py are read from the environment directly.
+    return get_flag(name) if name in FLAGS else os.environ.get(name, default)
+
+
+def check_enabled() -> bool:
+    """Whether collectives compare (seq, op, shapes, dtype) across ranks (AXONML_CHECK_COLLECTIVES, default on)."""
+    return _flag("AXONML_CHECK_COLLECTIVES", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+# -- the backend registry ------------------------------------------------------------------
+
+_BACKENDS: dict[str, Callable[..., "ProcessGroup"]] = {}
+
+
+def register_backend(name: str, factory: Callable[..., "ProcessGroup"]) -> None:
+    """Make ``init_process_group(backend=name)`` and ``new_group(backend=name)`` available.
+
+    ``factory(store=, rank=, size=, timeout=, name=, global_ranks=)`` returns a
+    :class:`ProcessGroup`; ``store`` is already prefixed for the group.
+
+    Raises:
+        ValueError: ``name`` is already registered (registrations are never replaced).
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"register_backend: the name must be a non-empty str, got {name!r}")
+    if name in _BACKENDS:
+        raise ValueError(f"register_backend: a backend named {name!r} is already registered ({_BACKENDS[name]!r})")
+    _BACKENDS[name] = factory
+
+
+def registered_backends() -> list[str]:
+    """The names of the registered backends, sorted."""
+    return sorted(_BACKENDS)
+
+
+def get_backend_factory(name: str) -> Callable[..., "ProcessGroup"]:
+    """The factory registered under ``name``.
+
+    Raises:
+        ValueError: no such backend; the message lists the registered ones.
+    """
+    if name not in _BACKENDS:
+        raise ValueError(
+            f"unknown collectives backend {name!r}; registered backends: {registered_backends()} "
+            "(a backend that needs an optional package registers itself when its module is imported)"
+        )
+    return _BACKENDS[name]
+
+
+# -- the communication thread ---------------------------------------------------------------
+
+
+class _Job:
+    __slots__ = ("fn", "work", "payload")
+
+    def __init__(self, fn: Callable[["_Job"], Any], work: Work, payload: Any) -> None:
+        self.fn, self.work, self.payload = fn, work, payload
+
+
+class CommWorker:
+    """One thread per group that runs queued jobs in order and completes their ``Work``.
+
+    Jobs run outside the GIL most of the time (socket I/O, NumPy reductions), so an
+    ``async_op=True`` collective overlaps with compute in the caller's thread.
+    """
+
+    def __init__(self, name: str, on_error: Callable[[BaseException], None]) -> None:
+        self._jobs: collections.deque[_Job | None] = collections.deque()
+        self._cv = threading.Condition(threading.Lock())
+        self._on_error = on_error
+        self._thread = threading.Thread(target=self._loop, name=f"axonml-comm-{name}", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[[_Job], Any], work: Work, payload: Any = None) -> Work:
+        with self._cv:
+            self._jobs.append(_Job(fn, work, payload))
+            self._cv.notify()
+        return work
+
+    def take_next_if(self, pred: Callable[[_Job], bool]) -> _Job | None:
+        """Pop the next queued job when ``pred(job)`` holds (lets a backend batch p2p jobs)."""
+        with self._cv:
+            if self._jobs and self._jobs[0] is not None and pred(self._jobs[0]):
+                return self._jobs.popleft()
+        return None
+
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                self._cv.wait_for(lambda: bool(self._jobs))
+                job = self._jobs.popleft()
+            if job is None:
+                return
+            job.work._started()
+            try:
+                result = job.fn(job)
+            except BaseException as exc:  # noqa: BLE001  (delivered to the waiter)
+                self._on_error(exc)
+                job.work._complete(exc=exc)
+            else:
+                job.work._complete(result)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Finish queued jobs, then end the thread (waits up to ``timeout`` seconds)."""
+        with self._cv:
+            self._jobs.append(None)
+            self._cv.notify()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+
+# -- the abstract process group ---------------------------------------------------------------
+
+
+class ProcessGroup(abc.ABC):
+    """A set of ranks that run collectives together; backends subclass it.
+
+    Args:
+        rank: this process's rank in the group (0 .. size-1).
+        size: the number of ranks.
+        name: the group's name (unique per job, the same on every member).
+        timeout: seconds any collective may take before it fails.
+        global_ranks: the world rank of each group rank (default: ``range(size)``).
+
+    Raw-array methods return a :class:`Work`; outputs are written in place. Roots and
+    peers are *group* ranks here (the tensor API converts from world ranks).
+    """
+
+    backend_name = "abstract"
+    devices: tuple[str, ...] = ("cpu",)
+    #: False: the tensor layer upcasts float16/bfloat16 to float32 for reductions.
+    native_low_precision = False
+
+    def __init__(self, rank: int, size: int, name: str, timeout: float, global_ranks: Sequence[int] | None = None) -> None:
+        if not 0 <= rank < size:
+            raise ValueError(f"ProcessGroup {name!r}: rank {rank} outside [0, {size})")
+        self._rank, self._size, self.name, self.timeout = rank, size, name, float(timeout)
+        self.global_ranks = list(global_ranks) if global_ranks is not None else list(range(size))
+        self._seq = 0
+        self._seq_lock = threading.Lock()
+        self._error: BaseException | None = None
+        self._closed = False
+        self.check = check_enabled()
+        self._worker = CommWorker(f"{name}-r{rank}", self._set_broken)
+
+    # -- identity -----------------------------------------------------------------------
+    def rank(self) -> int:
+        """This process's rank in the group."""
+        return self._rank
+
+    def size(self) -> int:
+        """The number of ranks in the group."""
+        return self._size
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, rank={self._rank}, size={self._size})"
+
+    # -- state ------------------------------------------------------------------------------
+    def _set_broken(self, exc: BaseException) -> None:
+        if self._error is None:
+            self._error = exc
+            logger.error("rank=%d group %r broken: %s", self._rank, self.name, exc)
+            self._on_broken(exc)
+
+    def _on_broken(self, exc: BaseException) -> None:  # noqa: B027  (an optional hook)
+        """Backend hook: tell the peers (e.g. an abort message) after the first failure."""
+
+    def _raise_if_broken(self, what: str) -> None:
+        if self._closed:
+            raise CollectiveError(f"{what}: process group {self.name!r} was destroyed")
+        if self._error is not None:
+            raise CollectiveError(
+                f"{what}: process group {self.name!r} (rank {self._rank}) is unusable after an earlier "
+                f"failure: {self._error}. Destroy it and start a new one."
+            ) from self._error
+
+    # -- submission -------------------------------------------------------------------------
+    def _submit(self, desc: CollectiveDesc, run: Callable[[CollectiveDesc], Any], post: Post) -> Work:
+        work = Work(desc.summary(), self.timeout)
+
+        def job(_: Any) -> Any:
+            self._raise_if_broken(desc.op)
+            if self.check and self._size > 1:
+                descs = self._exchange_descs(desc)
+                check_descs(descs, desc)
+            result = run(desc)
+            # the caller's copy-back (non-contiguous tensors, float32 accumulators): it runs
+            # here, before the Work completes, so that the outputs are final when wait() returns
+            return post() if post is not None else result
+
+        return self._worker.submit(job, work)
+
+    def _desc(self, op: str, arrays: Sequence[Any], meta: dict | None, extra: tuple = (), **kw: Any) -> CollectiveDesc:
+        meta = meta or {}
+        with self._seq_lock:
+            self._seq += 1
+            seq = self._seq
+        shapes = meta.get("shapes") or tuple(tuple(a.shape) for a in arrays)
+        dtype = meta.get("dtype") or (str(arrays[0].dtype) if arrays else "")
+        return CollectiveDesc(meta.get("op", op), self.name, seq, tuple(shapes), dtype, extra, **kw)
+
+    # -- collectives on raw arrays (group ranks) ----------------------------------------------
+    def allreduce(self, arrays: Sequence[Any], op: ReduceOp = ReduceOp.SUM, meta: Meta = None, post: Post = None) -> Work:
+        """Reduce every array across ranks, in place (a list is one coalesced collective)."""
+        desc = self._desc("all_reduce", arrays, meta, (("op", op.name),))
+        return self._submit(desc, lambda d: self._allreduce(list(arrays), op, d), post)
+
+    def broadcast(self, arrays: Sequence[Any], root: int, meta: Meta = None, post: Post = None) -> Work:
+        """Copy ``root``'s arrays into every rank's arrays."""
+        desc = self._desc("broadcast", arrays, meta, (("root", root),))
+        return self._submit(desc, lambda d: self._broadcast(list(arrays), root, d), post)
+
+    def reduce(self, arrays: Sequence[Any], root: int, op: ReduceOp = ReduceOp.SUM, meta: Meta = None, post: Post = None) -> Work:
+        """Reduce into ``root``'s arrays; the other ranks' arrays are unchanged."""
+        desc = self._desc("reduce", arrays, meta, (("root", root), ("op", op.name)))
+        return self._submit(desc, lambda d: self._reduce(list(arrays), root, op, d), post)
+
+    def allgather(self, output: Any, input: Any, counts: Sequence[int] | None = None, meta: Meta = None,
+                  post: Post = None) -> Work:
+        """Concatenate every rank's flat ``input`` into every rank's flat ``output``.
+
+        ``counts[i]`` is rank i's element count (default: all equal to ``input.size``).
+        """
+        counts = list(counts) if counts is not None else [input.size] * self._size
+        desc = self._desc("all_gather", [input], meta, (("counts", tuple(counts)),), local=input.size,
+                          cross_check=_check_counts("input", counts))
+        return self._submit(desc, lambda d: self._allgather(output.reshape(-1), input.reshape(-1), counts, d), post)
+
+    def gather(self, input: Any, outputs: Sequence[Any] | None, root: int, meta: Meta = None, post: Post = None) -> Work:
+        """Collect every rank's ``input`` into ``root``'s ``outputs[i]``."""
+        sizes = [o.size for o in outputs] if outputs is not None else None
+        desc = self._desc("gather", [input], meta, (("root", root),), shapes_may_differ=True,
+                          local=(input.size, sizes), cross_check=_check_rooted(root, "input", "gather_list"))
+        return self._submit(desc, lambda d: self._gather(input, list(outputs) if outputs is not None else None, root, d), post)
+
+    def scatter(self, output: Any, inputs: Sequence[Any] | None, root: int, meta: Meta = None, post: Post = None) -> Work:
+        """Send ``root``'s ``inputs[i]`` into rank i's ``output``."""
+        sizes = [x.size for x in inputs] if inputs is not None else None
+        desc = self._desc("scatter", [output], meta, (("root", root),), shapes_may_differ=True,
+                          local=(output.size, sizes), cross_check=_check_rooted(root, "output", "scatter_list"))
+        return self._submit(desc, lambda d: self._scatter(output, list(inputs) if inputs is not None else None, root, d), post)
+
+    def reduce_scatter(self, output: Any, input: Any, op: ReduceOp = ReduceOp.SUM, counts: Sequence[int] | None = None,
+                       meta: Meta = None, post: Post = None) -> Work:
+        """Reduce the flat ``input`` across ranks; rank i keeps segment i (``counts[i]`` elements)."""
+        counts = list(counts) if counts is not None else [output.size] * self._size
+        desc = self._desc("reduce_scatter", [input], meta, (("op", op.name), ("counts", tuple(counts))))
+        return self._submit(desc, lambda d: self._reduce_scatter(output.reshape(-1), input.reshape(-1), op, counts, d), post)
+
+    def alltoall(self, output: Any, input: Any, out_counts: Sequence[int], in_counts: Sequence[int],
+                 meta: Meta = None, post: Post = None) -> Work:
+        """Send ``in_counts[j]`` elements of the flat ``input`` to rank j; receive ``out_counts[j]`` from j."""
+        out_counts, in_counts = list(out_counts), list(in_counts)
+        desc = self._desc("all_to_all", [input], meta, shapes_may_differ=True, local=(tuple(in_counts), tuple(out_counts)),
+                          cross_check=_check_alltoall)
+        return self._submit(desc, lambda d: self._alltoall(output.reshape(-1), input.reshape(-1), out_counts, in_counts, d), post)
+
+    def barrier(self, meta: Meta = None, post: Post = None) -> Work:
+        """Complete once every rank has entered the barrier."""
+        desc = self._desc("barrier", [], meta)
+        return self._submit(desc, lambda d: self._barrier(d), post)
+
+    def send(self, array: Any, dst: int, tag: int = 0) -> Work:
+        """Send ``array`` to group rank ``dst`` (matched by a ``recv`` there, in order)."""
+        return self.batch_p2p([("send", array, dst, tag, None)])[0]
+
+    def recv(self, array: Any, src: int, tag: int = 0, post: Post = None) -> Work:
+        """Receive into ``array`` from group rank ``src``; the Work's result is ``src``."""
+        return self.batch_p2p([("recv", array, src, tag, post)])[0]
+
+    def batch_p2p(self, ops: Sequence[tuple[str, Any, int, int, Post]]) -> list[Work]:
+        """Run ``(kind, array, peer, tag, post)`` sends and receives concurrently; one Work each.
+
+        A Work's result is ``post()`` when given, else the peer (receives) or None (sends).
+        """
+        for kind, _a, peer, _t, _p in ops:
+            if kind not in ("send", "recv"):
+                raise ValueError(f"batch_p2p: kind must be 'send' or 'recv', got {kind!r}")
+            if not 0 <= peer < self._size or peer == self._rank:
+                raise ValueError(f"{kind}: peer {peer} must be another rank of group {self.name!r} (size {self._size}, "
+                                 f"this rank {self._rank})")
+        works = [Work(f"{k}(peer={p}, tag={t}, shape={tuple(a.shape)})", self.timeout) for k, a, p, t, _ in ops]
+        items = list(zip(ops, works))
+
+        def job(j: Any) -> Any:
+            try:
+                self._raise_if_broken("send/recv")
+                self._p2p(j.payload)
+            except BaseException as exc:
+                for _op, w in j.payload[1:]:
+                    w._complete(exc=exc)
+                raise
+            return p2p_result(j.payload[0][0])
+
+        # the first Work rides on the job; the backend completes the others (p2p_done)
+        return [self._worker.submit(job, works[0], items)] + works[1:]
+
+    # -- what backends implement (run on the comm thread) -----------------------------------
+    @abc.abstractmethod
+    def _exchange_descs(self, desc: CollectiveDesc) -> list[CollectiveDesc]:
+        """Every rank's description of this collective (index: group rank)."""
+
+    @abc.abstractmethod
+    def _allreduce(self, arrays: list, op: ReduceOp, desc: CollectiveDesc) -> Any: ...
+
+    @abc.abstractmethod
+    def _broadcast(self, arrays: list, root: int, desc: CollectiveDesc) -> Any: ...
+
+    @abc.abstractmethod
+    def _reduce(self, arrays: list, root: int, op: ReduceOp, desc: CollectiveDesc) -> Any: ...
+
+    @abc.abstractmethod
+    def _allgather(self, output: Any, input: Any, counts: list[int], desc: CollectiveDesc) -> Any: ...
+
+    @abc.abstractmethod
+    def _gather(self, input: Any, outputs: list | None, root: int, desc: CollectiveDesc) -> Any: ...
+
+    @abc.abstractmethod
+    def _scatter(self, output: Any, inputs: list | None, root: int, desc: CollectiveDesc) -> Any: ...
+
+    @abc.abstractmethod
+    def _reduce_scatter(self, output: Any, input: Any, op: ReduceOp, counts: list[int], desc: CollectiveDesc) -> Any: ...
+
+    @abc.abstractmethod
+    def _alltoall(self, output: Any, input: Any, out_counts: list[int], in_counts: list[int], desc: CollectiveDesc) -> Any: ...
+
+    @abc.abstractmethod
+    def _barrier(self, desc: CollectiveDesc) -> Any: ...
+
+    @abc.abstractmethod
+    def _p2p(self, items: list) -> None:
+        """Run ``[((kind, array, peer, tag, post), work), ...]`` concurrently.
+
+        Call :func:`p2p_done` on every item but the first as it finishes (the worker
+        completes the first when this returns).
+        """
+
+    def _close(self) -> None:  # noqa: B027  (an optional hook)
+        """Backend hook: release sockets and shared memory."""
+
+    # -- life cycle ----------------------------------------------------------------------------
+    def shutdown(self) -> None:
+        """Finish queued collectives, stop the communication thread and release resources."""
+        if self._closed:
+            return
+        self._worker.stop(timeout=self.timeout if self._error is None else 1.0)
+        self._closed = True
+        self._close()
+
+
+def p2p_result(op: tuple) -> Any:
+    """The result of a finished p2p op: ``post()``, else the peer (recv) or None (send)."""
+    kind, _array, peer, _tag, post = op
+    if post is not None:
+        return post()
+    return peer if kind == "recv" else None
+
+
+def p2p_done(item: tuple) -> None:
+    """Complete the Work of a finished p2p item ``(op, work)`` (a failing post fails it)."""
+    op, work = item
+    try:
+        result = p2p_result(op)
+    except BaseException as exc:  # noqa: BLE001  (delivered to the waiter)
+        work._complete(exc=exc)
+    else:
+        work._complete(result)
+
+
+# -- cross-rank checks of per-rank sizes -----------------------------------------------------
+
+
+def _check_counts(what: str, counts: list[int]) -> Callable[[Sequence[CollectiveDesc]], str | None]:
+    def check(descs: Sequence[CollectiveDesc]) -> str | None:
+        bad = [(r, d.local, counts[r]) for r, d in enumerate(descs) if d.local != counts[r]]
+        if bad:
+            return "; ".join(f"rank {r} has {got} {what} elements but {want} were expected" for r, got, want in bad)
+        return None
+
+    return check
+
+
+def _check_rooted(root: int, mine: str, lst: str) -> Callable[[Sequence[CollectiveDesc]], str | None]:
+    def check(descs: Sequence[CollectiveDesc]) -> str | None:
+        sizes = descs[root].local[1]
+        bad = [(r, d.local[0], sizes[r]) for r, d in enumerate(descs) if d.local[0] != sizes[r]]
+        if bad:
+            return "; ".join(f"rank {r}'s {mine} has {got} elements but the root's {lst}[{r}] has {want}" for r, got, want in bad)
+        return None
+
+    return check
+
+
+def _check_alltoall(descs: Sequence[CollectiveDesc]) -> str | None:
+    problems = []
+    for i, di in enumerate(descs):
+        for j, dj in enumerate(descs):
+            sent, expected = di.local[0][j], dj.local[1][i]
+            if sent != expected:
+                problems.append(f"rank {i} sends {sent} elements to rank {j}, which expects {expected}")
+    return "; ".join(problems[:8]) or None
