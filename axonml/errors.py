@@ -52,3 +52,7 @@ class CollectiveTimeout(CollectiveError, TimeoutError):
 
 class RendezvousError(AxonError, RuntimeError):
     """Rendezvous or store failure: refused token, stale generation, timeout."""
+
+
+class StoreTimeout(RendezvousError, TimeoutError):
+    """A store get/wait did not see its keys within the timeout."""

@@ -144,6 +144,9 @@ class Function(Node):
         else:
             need = False
         out = cls.forward(ctx, *raw, **kwargs) if kwargs else cls.forward(ctx, *raw)
+        if ctx.device is not dev:  # a device copy: outputs live where forward put them
+            dev = ctx.device
+            xp = dev.xp
         view_of = ctx.view_of
         base = None if view_of is None else args[view_of]
         if type(out) is not tuple:

@@ -86,6 +86,14 @@ class GrpcStore(Store):
                 raise ValueError(f"GrpcStore {name} must be seconds >= 0, got {value!r}")
         if not 0 < backoff_initial <= backoff_max:
             raise ValueError(f"GrpcStore needs 0 < backoff_initial <= backoff_max, got {backoff_initial!r}, {backoff_max!r}")
+        # what __reduce__ needs to open an equal client in another process
+        self._init_kwargs = dict(
+            timeout=self.timeout,
+            rpc_timeout=rpc_timeout,
+            retry_timeout=retry_timeout,
+            backoff_initial=backoff_initial,
+            backoff_max=backoff_max,
+        )
         self._host, self._port = host, port
         self._token = token
         self._rpc_timeout = float(rpc_timeout)
@@ -118,6 +126,11 @@ class GrpcStore(Store):
     @property
     def address(self) -> str:
         return format_address(self._host, self._port)
+
+    def __reduce__(self) -> tuple:
+        # A channel cannot be pickled; a spawned process gets a new client to the same server
+        # (with the token: passing the store to a worker hands it the job's token, as intended).
+        return _open_grpc_store, (self._host, self._port, self._token, self._init_kwargs)
 
     def close(self) -> None:
         """Close the connection. Safe to call twice."""
@@ -213,3 +226,8 @@ class GrpcStore(Store):
 
     def _num_keys(self) -> int:
         return self._call("num_keys", self._stub.NumKeys, lambda _: pb.NumKeysRequest(token=self._token)).count
+
+
+def _open_grpc_store(host: str, port: int, token: str, kwargs: dict) -> GrpcStore:
+    """Unpickle a :class:`GrpcStore`: a new client with the same settings."""
+    return GrpcStore(host, port, token, **kwargs)

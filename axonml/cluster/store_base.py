@@ -30,7 +30,7 @@ import operator
 from collections.abc import Iterable
 from typing import Union
 
-from ..errors import RendezvousError
+from ..errors import RendezvousError, StoreTimeout
 
 __all__ = ["DEFAULT_TIMEOUT", "PrefixStore", "Store", "StoreValue", "Timeout", "apply_add", "apply_compare_set"]
 
@@ -121,7 +121,7 @@ def apply_compare_set(current: bytes | None, expected: bytes, desired: bytes) ->
 def timeout_error(op: str, keys: list[str], address: str, timeout: float) -> RendezvousError:
     """The error every store raises when a blocking call runs out of time."""
     shown = keys if len(keys) <= 8 else keys[:8] + [f"... ({len(keys) - 8} more)"]
-    return RendezvousError(
+    return StoreTimeout(
         f"store {op} at {address} timed out after {timeout:g} s waiting for key(s) {shown}; "
         "the rank that sets them may have died, hung or not started yet: check its logs, "
         "or pass a larger timeout (per call, or for the store with set_timeout)"

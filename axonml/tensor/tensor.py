@@ -88,6 +88,7 @@ class Tensor(TensorBase):
         self._data = value._data
         self._dtype = value._dtype
         self._device = value._device
+        self._storage = value._storage  # memory accounting follows the new storage
 
     @property
     def is_cuda(self) -> bool:

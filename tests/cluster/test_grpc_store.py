@@ -2,6 +2,7 @@
 limits, retries, server-side waiting, and a server that keeps serving after bad requests."""
 
 import logging
+import pickle
 import socket
 import threading
 import time
@@ -67,7 +68,8 @@ def test_wrong_token_is_refused_without_retry_and_logged_without_the_token(serve
     caplog.set_level(logging.WARNING, logger="axonml.cluster.grpc_server")
     bad = GrpcStore("127.0.0.1", server.port, token, retry_timeout=30)
     start = time.monotonic()
-    with pytest.raises(RendezvousError, match=rf"store at 127\.0\.0\.1:{server.port} refused the token on set\('k'\) \(wrong job token\)"):
+    refused = rf"store at 127\.0\.0\.1:{server.port} refused the token on set\('k'\) \(wrong job token\)"
+    with pytest.raises(RendezvousError, match=refused):
         bad.set("k", "v")
     assert time.monotonic() - start < 2.0  # UNAUTHENTICATED is not retried
     bad.close()
@@ -163,7 +165,8 @@ def test_unreachable_server_raises_after_the_retry_deadline():
     port = _free_port()  # nothing listens there
     store = GrpcStore("127.0.0.1", port, TOKEN, retry_timeout=0.6, backoff_initial=0.05, backoff_max=0.2)
     start = time.monotonic()
-    with pytest.raises(RendezvousError, match=rf"store at 127\.0\.0\.1:{port} is unreachable: set\('k'\) kept failing with UNAVAILABLE"):
+    unreachable = rf"store at 127\.0\.0\.1:{port} is unreachable: set\('k'\) kept failing with UNAVAILABLE"
+    with pytest.raises(RendezvousError, match=unreachable):
         store.set("k", "v")
     assert 0.5 <= time.monotonic() - start < 4.0
     store.close()
@@ -214,3 +217,12 @@ def test_server_life_cycle_and_arguments():
         GrpcStore("127.0.0.1", 0, TOKEN)
     with pytest.raises(ValueError, match="backoff_initial <= backoff_max"):
         GrpcStore("127.0.0.1", 1, TOKEN, backoff_initial=3, backoff_max=1)
+
+
+def test_a_client_pickles_into_a_new_connection(server, store):
+    store.set("shared", "1")
+    copy = pickle.loads(pickle.dumps(store))
+    assert copy is not store and copy.address == store.address and copy.timeout == store.timeout
+    assert copy.get("shared") == b"1"
+    copy.close()
+    assert store.get("shared") == b"1"  # the original keeps its own connection

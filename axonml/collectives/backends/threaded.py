@@ -26,10 +26,42 @@ from ...errors import CollectiveError, CollectiveTimeout
 from ..process_group import ProcessGroup, p2p_done, register_backend
 from ..types import CollectiveDesc, ReduceOp, finish_avg, reduce_into
 
-__all__ = ["ThreadedProcessGroup", "abort_world", "current_worlds"]
+__all__ = ["ThreadedProcessGroup", "ThreadedRun", "abort_world", "current_worlds"]
 
 _WORLDS: dict[str, "_World"] = {}
 _WORLDS_LOCK = threading.Lock()
+_CURRENT_RUN = threading.local()
+
+
+class ThreadedRun:
+    """The rank threads of one ``run_threaded`` call: one failure aborts all their worlds.
+
+    A rank thread calls :meth:`bind` first; worlds created by bound threads join the run.
+    """
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self.worlds: list[_World] = []
+        self.lock = threading.Lock()
+
+    def bind(self) -> None:
+        _CURRENT_RUN.run = self
+
+    def add(self, world: "_World") -> None:
+        with self.lock:
+            self.worlds.append(world)
+            reason = self.reason
+        if reason is not None:
+            world.abort(reason)
+
+    def abort(self, reason: str) -> None:
+        """Make every rank of the run that waits in a collective raise ``reason``."""
+        with self.lock:
+            if self.reason is None:
+                self.reason = reason
+            worlds = list(self.worlds)
+        for w in worlds:
+            w.abort(reason)
 
 
 class _World:
@@ -137,9 +169,13 @@ class ThreadedProcessGroup(ProcessGroup):
         wid = store.compare_set("threaded_world_id", "", uuid.uuid4().hex).decode()
         with _WORLDS_LOCK:
             world = _WORLDS.get(wid)
+            created = world is None
             if world is None:
                 world = _WORLDS[wid] = _World(wid, size, name)
             world.members += 1
+        run = getattr(_CURRENT_RUN, "run", None)
+        if created and run is not None:
+            run.add(world)
         if world.size != size:
             raise ValueError(f"threaded group {name!r}: rank {rank} says the size is {size}, another rank said {world.size}")
         self.world = world

@@ -1,0 +1,1 @@
+"""placeholder while the tcp backend is written"""
