@@ -25,6 +25,7 @@ FLAGS: dict[str, Flag] = {
         Flag("AXONML_MAX_RESTARTS", "0", "set by the launcher: restarts allowed"),
         Flag("AXONML_RUN_ID", "", "set by the launcher: the run identifier"),
         Flag("AXONML_LOG_LEVEL", "WARNING", "log level of the axonml logger"),
+        Flag("AXONML_CHECK_COLLECTIVES", "1", "compare (sequence, op, shapes, dtype) across ranks on every collective"),
     )
 }
 

@@ -138,9 +138,11 @@ def finish(work: Work, async_op: bool) -> Work | None:
     return None
 
 
-def meta(op: str, tensors: Sequence[Tensor]) -> dict:
-    """Names for the divergence check: the public op name, user dtype and shapes."""
-    return {"op": op, "dtype": tensors[0].dtype.name if tensors else "", "shapes": tuple(tuple(t.shape) for t in tensors)}
+def meta(op: str, tensors: Sequence[Tensor], async_op: bool) -> dict:
+    """Names for the divergence check (the public op name, user dtype and shapes), and
+    whether the caller waits at once (then the collective may run in the caller's thread)."""
+    return {"op": op, "dtype": tensors[0].dtype.name if tensors else "", "shapes": tuple(tuple(t.shape) for t in tensors),
+            "sync": not async_op}
 
 
 # -- reductions and broadcast -------------------------------------------------------------------
@@ -168,7 +170,7 @@ def all_reduce_coalesced(tensors: Sequence[Tensor], op: ReduceOp = ReduceOp.SUM,
     outs = Outputs()
     arrays = [outs.add(t, _upcast(t, pg)) for t in tensors]
     outs.result = tensors
-    return finish(pg.allreduce(arrays, op, meta(_name, tensors), outs), async_op)
+    return finish(pg.allreduce(arrays, op, meta(_name, tensors, async_op), outs), async_op)
 
 
 def broadcast(tensor: Tensor, src: int, group: Any = None, async_op: bool = False) -> Work | None:
@@ -179,7 +181,7 @@ def broadcast(tensor: Tensor, src: int, group: Any = None, async_op: bool = Fals
     outs = Outputs()
     arr = outs.add(tensor)
     outs.result = [tensor]
-    return finish(pg.broadcast([arr], root, meta("broadcast", [tensor]), outs), async_op)
+    return finish(pg.broadcast([arr], root, meta("broadcast", [tensor], async_op), outs), async_op)
 
 
 def reduce(tensor: Tensor, dst: int, op: ReduceOp = ReduceOp.SUM, group: Any = None, async_op: bool = False) -> Work | None:
@@ -191,7 +193,7 @@ def reduce(tensor: Tensor, dst: int, op: ReduceOp = ReduceOp.SUM, group: Any = N
     outs = Outputs()
     arr = outs.add(tensor, _upcast(tensor, pg))
     outs.result = [tensor]
-    return finish(pg.reduce([arr], root, op, meta("reduce", [tensor]), outs), async_op)
+    return finish(pg.reduce([arr], root, op, meta("reduce", [tensor], async_op), outs), async_op)
 
 
 # -- gathers and scatters ---------------------------------------------------------------------------
@@ -209,7 +211,7 @@ def all_gather(tensor_list: list[Tensor], tensor: Tensor, group: Any = None, asy
     for i, t in enumerate(outs_list):
         outs.add_copy(t, flat[i * n:(i + 1) * n])
     outs.result = outs_list
-    return finish(pg.allgather(flat, read_array(tensor), None, meta("all_gather", [tensor]), outs), async_op)
+    return finish(pg.allgather(flat, read_array(tensor), None, meta("all_gather", [tensor], async_op), outs), async_op)
 
 
 def all_gather_into_tensor(output_tensor: Tensor, input_tensor: Tensor, group: Any = None, async_op: bool = False
@@ -228,7 +230,7 @@ def all_gather_into_tensor(output_tensor: Tensor, input_tensor: Tensor, group: A
     outs = Outputs()
     out = outs.add(output_tensor)
     outs.result = [output_tensor]
-    return finish(pg.allgather(out, read_array(input_tensor), None, meta(what, [input_tensor]), outs), async_op)
+    return finish(pg.allgather(out, read_array(input_tensor), None, meta(what, [input_tensor], async_op), outs), async_op)
 
 
 def gather(tensor: Tensor, gather_list: list[Tensor] | None = None, dst: int = 0, group: Any = None,
@@ -248,7 +250,7 @@ def gather(tensor: Tensor, gather_list: list[Tensor] | None = None, dst: int = 0
         outs.result = lst
     elif gather_list:
         raise ValueError(f"gather: gather_list must be None or empty on ranks other than the destination {dst}")
-    return finish(pg.gather(read_array(tensor), arrays, root, meta("gather", [tensor]), outs), async_op)
+    return finish(pg.gather(read_array(tensor), arrays, root, meta("gather", [tensor], async_op), outs), async_op)
 
 
 def scatter(tensor: Tensor, scatter_list: list[Tensor] | None = None, src: int = 0, group: Any = None,
@@ -269,7 +271,7 @@ def scatter(tensor: Tensor, scatter_list: list[Tensor] | None = None, src: int =
     outs = Outputs()
     out = outs.add(tensor)
     outs.result = [tensor]
-    return finish(pg.scatter(out, inputs, root, meta("scatter", [tensor]), outs), async_op)
+    return finish(pg.scatter(out, inputs, root, meta("scatter", [tensor], async_op), outs), async_op)
 
 
 def reduce_scatter(output: Tensor, input_list: list[Tensor], op: ReduceOp = ReduceOp.SUM, group: Any = None,
@@ -293,7 +295,7 @@ def reduce_scatter(output: Tensor, input_list: list[Tensor], op: ReduceOp = Redu
     outs = Outputs()
     out = outs.add(output, up)
     outs.result = [output]
-    return finish(pg.reduce_scatter(out, flat, op, counts, meta("reduce_scatter", lst), outs), async_op)
+    return finish(pg.reduce_scatter(out, flat, op, counts, meta("reduce_scatter", lst, async_op), outs), async_op)
 
 
 def reduce_scatter_tensor(output: Tensor, input: Tensor, op: ReduceOp = ReduceOp.SUM, group: Any = None,
@@ -313,7 +315,7 @@ def reduce_scatter_tensor(output: Tensor, input: Tensor, op: ReduceOp = ReduceOp
     outs = Outputs()
     out = outs.add(output, up)
     outs.result = [output]
-    return finish(pg.reduce_scatter(out, read_array(input, up), op, None, meta(what, [input]), outs), async_op)
+    return finish(pg.reduce_scatter(out, read_array(input, up), op, None, meta(what, [input], async_op), outs), async_op)
 
 
 # -- all to all -----------------------------------------------------------------------------------
@@ -356,7 +358,7 @@ def all_to_all_single(output: Tensor, input: Tensor, output_split_sizes: Sequenc
     out = outs.add(output)
     outs.result = [output]
     return finish(pg.alltoall(out, read_array(input), [s * out_row for s in outs_split], [s * in_row for s in ins],
-                              meta(what, [input]), outs), async_op)
+                              meta(what, [input], async_op), outs), async_op)
 
 
 def all_to_all(output_tensor_list: list[Tensor], input_tensor_list: list[Tensor], group: Any = None,
@@ -379,13 +381,13 @@ def all_to_all(output_tensor_list: list[Tensor], input_tensor_list: list[Tensor]
         outs.add_copy(t, flat_out[off:off + c])
         off += c
     outs.result = outs_list
-    return finish(pg.alltoall(flat_out, flat_in, out_counts, in_counts, meta("all_to_all", ins_list), outs), async_op)
+    return finish(pg.alltoall(flat_out, flat_in, out_counts, in_counts, meta("all_to_all", ins_list, async_op), outs), async_op)
 
 
 def barrier(group: Any = None, async_op: bool = False, device_ids: Any = None) -> Work | None:
     """Block until every rank of ``group`` has entered the barrier."""
     pg = resolve_group(group, "barrier")
-    return finish(pg.barrier({"op": "barrier"}), async_op)
+    return finish(pg.barrier({"op": "barrier", "sync": not async_op}), async_op)
 
 
 #: The functions above, by name (for the package's re-exports and tests).

@@ -78,14 +78,14 @@ def irecv(tensor: Tensor, src: int | None = None, group: Any = None, tag: int = 
 
 def send(tensor: Tensor, dst: int | None = None, group: Any = None, tag: int = 0) -> None:
     """Send ``tensor`` to world rank ``dst``; returns when the data has left this rank."""
-    isend(tensor, dst, group, tag).wait()
+    pg, op = _p2p_tuple("send", tensor, dst, group, tag, "send")
+    pg.batch_p2p([op], sync=True)[0].wait()
 
 
 def recv(tensor: Tensor, src: int | None = None, group: Any = None, tag: int = 0) -> int:
     """Receive into ``tensor`` from world rank ``src``; returns ``src``."""
-    work = irecv(tensor, src, group, tag)
-    work.wait()
-    return work.result()
+    pg, op = _p2p_tuple("recv", tensor, src, group, tag, "recv")
+    return pg.batch_p2p([op], sync=True)[0].result()
 
 
 @dataclass
@@ -149,9 +149,9 @@ def broadcast_object_list(object_list: list[Any], src: int = 0, group: Any = Non
         sizes = np.array([b.size for b in blobs], dtype=np.int64)
     else:
         blobs, sizes = [], np.zeros(n, dtype=np.int64)
-    pg.broadcast([sizes], root, {"op": "broadcast_object_list"}).wait()
+    pg.broadcast([sizes], root, {"op": "broadcast_object_list", "sync": True}).wait()
     data = np.concatenate(blobs) if blobs else np.empty(int(sizes.sum()), dtype=np.uint8)
-    pg.broadcast([data], root, {"op": "broadcast_object_list"}).wait()
+    pg.broadcast([data], root, {"op": "broadcast_object_list", "sync": True}).wait()
     if pg.rank() != root:
         off = 0
         for i, s in enumerate(sizes.tolist()):
@@ -165,9 +165,9 @@ def all_gather_object(object_list: list[Any], obj: Any, group: Any = None) -> No
     check_len(object_list, pg.size(), "all_gather_object", "object_list")
     blob = _dumps(obj)
     sizes = np.empty(pg.size(), dtype=np.int64)
-    pg.allgather(sizes, np.array([blob.size], dtype=np.int64), None, {"op": "all_gather_object"}).wait()
+    pg.allgather(sizes, np.array([blob.size], dtype=np.int64), None, {"op": "all_gather_object", "sync": True}).wait()
     data = np.empty(int(sizes.sum()), dtype=np.uint8)
-    pg.allgather(data, blob, sizes.tolist(), {"op": "all_gather_object"}).wait()
+    pg.allgather(data, blob, sizes.tolist(), {"op": "all_gather_object", "sync": True}).wait()
     off = 0
     for i, s in enumerate(sizes.tolist()):
         object_list[i] = _loads(data[off:off + s])
@@ -184,9 +184,9 @@ def gather_object(obj: Any, object_gather_list: list[Any] | None = None, dst: in
         check_len(object_gather_list, pg.size(), "gather_object", "object_gather_list")
     blob = _dumps(obj)
     sizes = np.empty(pg.size(), dtype=np.int64)
-    pg.allgather(sizes, np.array([blob.size], dtype=np.int64), None, {"op": "gather_object"}).wait()
+    pg.allgather(sizes, np.array([blob.size], dtype=np.int64), None, {"op": "gather_object", "sync": True}).wait()
     outs = [np.empty(int(s), dtype=np.uint8) for s in sizes] if pg.rank() == root else None
-    pg.gather(blob, outs, root, {"op": "gather_object"}).wait()
+    pg.gather(blob, outs, root, {"op": "gather_object", "sync": True}).wait()
     if outs is not None:
         for i, b in enumerate(outs):
             object_gather_list[i] = _loads(b)
@@ -208,7 +208,7 @@ def scatter_object_list(scatter_object_output_list: list[Any], scatter_object_in
         check_len(scatter_object_input_list, pg.size(), what, "scatter_object_input_list")
         blobs = [_dumps(o) for o in scatter_object_input_list]
         sizes[:] = [b.size for b in blobs]
-    pg.broadcast([sizes], root, {"op": what}).wait()
+    pg.broadcast([sizes], root, {"op": what, "sync": True}).wait()
     out = np.empty(int(sizes[pg.rank()]), dtype=np.uint8)
-    pg.scatter(out, blobs, root, {"op": what}).wait()
+    pg.scatter(out, blobs, root, {"op": what, "sync": True}).wait()
     scatter_object_output_list[0] = _loads(out)

@@ -40,7 +40,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Meta = dict | None  # optional {"op": public name, "dtype": user dtype, "shapes": user shapes} for messages
+# optional {"op": public name, "dtype": user dtype, "shapes": user shapes} for messages, and
+# "sync": True when the caller waits at once (the collective may then run in its thread)
+Meta = dict | None
 Post = Callable[[], Any] | None  # runs on the comm thread after the data moved; its value is Work.result()
 
 
@@ -108,12 +110,15 @@ class CommWorker:
     """One thread per group that runs queued jobs in order and completes their ``Work``.
 
     Jobs run outside the GIL most of the time (socket I/O, NumPy reductions), so an
-    ``async_op=True`` collective overlaps with compute in the caller's thread.
+    ``async_op=True`` collective overlaps with compute in the caller's thread. A
+    synchronous collective submitted while nothing is queued or running runs inline in
+    the caller's thread instead (:meth:`run_inline`): same order, no thread hand-off.
     """
 
     def __init__(self, name: str, on_error: Callable[[BaseException], None]) -> None:
         self._jobs: collections.deque[_Job | None] = collections.deque()
         self._cv = threading.Condition(threading.Lock())
+        self._busy = False
         self._on_error = on_error
         self._thread = threading.Thread(target=self._loop, name=f"axonml-comm-{name}", daemon=True)
         self._thread.start()
@@ -124,6 +129,22 @@ class CommWorker:
             self._cv.notify()
         return work
 
+    def run_inline(self, fn: Callable[[_Job], Any], work: Work, payload: Any = None) -> Work:
+        """Run the job in the calling thread when the queue is idle, else queue it."""
+        with self._cv:
+            if self._jobs or self._busy:
+                self._jobs.append(_Job(fn, work, payload))
+                self._cv.notify()
+                return work
+            self._busy = True
+        try:
+            self._execute(_Job(fn, work, payload))
+        finally:
+            with self._cv:
+                self._busy = False
+                self._cv.notify_all()
+        return work
+
     def take_next_if(self, pred: Callable[[_Job], bool]) -> _Job | None:
         """Pop the next queued job when ``pred(job)`` holds (lets a backend batch p2p jobs)."""
         with self._cv:
@@ -131,21 +152,30 @@ class CommWorker:
                 return self._jobs.popleft()
         return None
 
+    def _execute(self, job: _Job) -> None:
+        job.work._started()
+        try:
+            result = job.fn(job)
+        except BaseException as exc:  # noqa: BLE001  (delivered to the waiter)
+            self._on_error(exc)
+            job.work._complete(exc=exc)
+        else:
+            job.work._complete(result)
+
     def _loop(self) -> None:
         while True:
             with self._cv:
-                self._cv.wait_for(lambda: bool(self._jobs))
+                self._cv.wait_for(lambda: bool(self._jobs) and not self._busy)
                 job = self._jobs.popleft()
+                self._busy = job is not None
             if job is None:
                 return
-            job.work._started()
             try:
-                result = job.fn(job)
-            except BaseException as exc:  # noqa: BLE001  (delivered to the waiter)
-                self._on_error(exc)
-                job.work._complete(exc=exc)
-            else:
-                job.work._complete(result)
+                self._execute(job)
+            finally:
+                with self._cv:
+                    self._busy = False
+                    self._cv.notify_all()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Finish queued jobs, then end the thread (waits up to ``timeout`` seconds)."""
@@ -228,13 +258,14 @@ class ProcessGroup(abc.ABC):
         def job(_: Any) -> Any:
             self._raise_if_broken(desc.op)
             if self.check and self._size > 1:
-                descs = self._exchange_descs(desc)
-                check_descs(descs, desc)
+                self._check(desc)
             result = run(desc)
             # the caller's copy-back (non-contiguous tensors, float32 accumulators): it runs
             # here, before the Work completes, so that the outputs are final when wait() returns
             return post() if post is not None else result
 
+        if desc.sync:
+            return self._worker.run_inline(job, work)
         return self._worker.submit(job, work)
 
     def _desc(self, op: str, arrays: Sequence[Any], meta: dict | None, extra: tuple = (), **kw: Any) -> CollectiveDesc:
@@ -244,7 +275,8 @@ class ProcessGroup(abc.ABC):
             seq = self._seq
         shapes = meta.get("shapes") or tuple(tuple(a.shape) for a in arrays)
         dtype = meta.get("dtype") or (str(arrays[0].dtype) if arrays else "")
-        return CollectiveDesc(meta.get("op", op), self.name, seq, tuple(shapes), dtype, extra, **kw)
+        return CollectiveDesc(meta.get("op", op), self.name, seq, tuple(shapes), dtype, extra, sync=bool(meta.get("sync")),
+                              **kw)
 
     # -- collectives on raw arrays (group ranks) ----------------------------------------------
     def allreduce(self, arrays: Sequence[Any], op: ReduceOp = ReduceOp.SUM, meta: Meta = None, post: Post = None) -> Work:
@@ -315,7 +347,7 @@ class ProcessGroup(abc.ABC):
         """Receive into ``array`` from group rank ``src``; the Work's result is ``src``."""
         return self.batch_p2p([("recv", array, src, tag, post)])[0]
 
-    def batch_p2p(self, ops: Sequence[tuple[str, Any, int, int, Post]]) -> list[Work]:
+    def batch_p2p(self, ops: Sequence[tuple[str, Any, int, int, Post]], sync: bool = False) -> list[Work]:
         """Run ``(kind, array, peer, tag, post)`` sends and receives concurrently; one Work each.
 
         A Work's result is ``post()`` when given, else the peer (receives) or None (sends).
@@ -340,9 +372,14 @@ class ProcessGroup(abc.ABC):
             return p2p_result(j.payload[0][0])
 
         # the first Work rides on the job; the backend completes the others (p2p_done)
-        return [self._worker.submit(job, works[0], items)] + works[1:]
+        submit = self._worker.run_inline if sync else self._worker.submit
+        return [submit(job, works[0], items)] + works[1:]
 
     # -- what backends implement (run on the comm thread) -----------------------------------
+    def _check(self, desc: CollectiveDesc) -> None:
+        """Raise the same CollectiveError on every rank when the ranks' descriptions differ."""
+        check_descs(self._exchange_descs(desc), desc)
+
     @abc.abstractmethod
     def _exchange_descs(self, desc: CollectiveDesc) -> list[CollectiveDesc]:
         """Every rank's description of this collective (index: group rank)."""

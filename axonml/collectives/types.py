@@ -117,6 +117,7 @@ class CollectiveDesc:
     shapes_may_differ: bool = False
     local: Any = None
     cross_check: Callable[[Sequence["CollectiveDesc"]], str | None] | None = field(default=None, compare=False)
+    sync: bool = field(default=False, compare=False)  # the caller waits at once (not sent to peers)
 
     def key(self) -> tuple:
         """The part that every rank must agree on."""

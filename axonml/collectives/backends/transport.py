@@ -49,7 +49,7 @@ HEADER = struct.Struct("<BqQ")
 K_DESC, K_P2P = 1, 2
 _CTRL_HEADER = struct.Struct("<BI")
 C_ABORT, C_BYE = 1, 2
-_BUF_BYTES = 4 * 1024 * 1024
+_BUF_BYTES = int(os.environ.get("AXTEST_BUF", 4 * 1024 * 1024))
 _IN, _OUT = select.POLLIN | select.POLLPRI, select.POLLOUT
 _ERR = select.POLLERR | select.POLLHUP | select.POLLNVAL
 
@@ -89,7 +89,7 @@ def advertised_address() -> str:
 
 def _tune(sock: socket.socket) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+    for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF) if _BUF_BYTES else ():
         try:
             sock.setsockopt(socket.SOL_SOCKET, opt, _BUF_BYTES)
         except OSError:  # capped or refused: the kernel's autotuning stays in charge
@@ -245,7 +245,7 @@ class Mesh:
             try:
                 chunk = sock.recv(65536)
             except BlockingIOError:
-                break
+                return
             except OSError as exc:
                 chunk = b""
                 logger.debug("rank=%d control connection to %d: %s", self.rank, peer, exc)
@@ -259,10 +259,13 @@ class Mesh:
                     "the process died, was killed, or exited without destroy_process_group()"
                 )
             buf += chunk
+            self._parse_ctrl(peer, buf)
+
+    def _parse_ctrl(self, peer: int, buf: bytearray) -> None:
         while len(buf) >= _CTRL_HEADER.size:
             kind, n = _CTRL_HEADER.unpack_from(buf)
             if len(buf) < _CTRL_HEADER.size + n:
-                break
+                return
             payload = bytes(buf[_CTRL_HEADER.size:_CTRL_HEADER.size + n])
             del buf[:_CTRL_HEADER.size + n]
             if kind == C_BYE:

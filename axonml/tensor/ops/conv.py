@@ -29,6 +29,15 @@ from ...autograd.autocast import lower_dtype
 from ...autograd.function import Function
 from ...autograd.variable import TensorBase
 from ...errors import DTypeError, ShapeError
+from .conv_fast import (
+    Geometry,
+    _out_size,  # noqa: F401 - shared with spatial.py
+    conv_forward,
+    conv_input_grad,
+    conv_weight_grad,
+    grad_rows,
+    is_1x1,
+)
 from .core import reshape
 
 _F32 = np.dtype("float32")
@@ -87,71 +96,19 @@ def _col2im(xp: Any, cols: Any, shape: tuple, s: tuple, d: tuple) -> Any:
     return out
 
 
-def _out_size(size: int, k: int, s: int, d: int) -> int:
-    return (size - d * (k - 1) - 1) // s + 1
-
-
-# -- the three convolution kernels (raw arrays) -----------------------------------------
-def _im2col(xp: Any, x: Any, kshape: tuple, stride: tuple, pad: tuple, dil: tuple, groups: int, out_hw: Any = None) -> tuple:
-    """Columns (groups, C/groups * kh * kw, N * OH * OW) of ``x`` (N, C, H, W), and (OH, OW).
-
-    ``out_hw`` keeps only the first windows (a transposed conv whose output_padding is at
-    least its stride has one more window than input pixels)."""
-    n, c = x.shape[:2]
-    kh, kw = kshape
-    xpad = _pad2(xp, x, pad)
-    oh = _out_size(xpad.shape[2], kh, stride[0], dil[0])
-    ow = _out_size(xpad.shape[3], kw, stride[1], dil[1])
-    if out_hw is not None:
-        oh, ow = min(oh, out_hw[0]), min(ow, out_hw[1])
-    win = _windows(xp, xpad, (oh, ow), kshape, stride, dil).reshape(n, groups, c // groups, oh, ow, kh, kw)
-    cols = xp.ascontiguousarray(win.transpose(1, 2, 5, 6, 0, 3, 4))  # (g, Cg, kh, kw, N, OH, OW)
-    return cols.reshape(groups, (c // groups) * kh * kw, n * oh * ow), (oh, ow)
-
-
-def _grad_rows(xp: Any, gy: Any, groups: int) -> Any:
-    """Output gradient (N, O, OH, OW) as (groups, O/groups, N * OH * OW)."""
-    n, o, oh, ow = gy.shape
-    r = gy.reshape(n, groups, o // groups, oh * ow).transpose(1, 2, 0, 3)
-    return xp.ascontiguousarray(r).reshape(groups, o // groups, n * oh * ow)
-
-
-def _conv_forward(xp: Any, x: Any, w: Any, stride: tuple, pad: tuple, dil: tuple, groups: int) -> Any:
-    """``y = conv(x, w)`` for x (N, C, H, W) and w (O, C/groups, kh, kw), in x's dtype."""
-    n = x.shape[0]
-    o, cg, kh, kw = w.shape
-    cols, (oh, ow) = _im2col(xp, x, (kh, kw), stride, pad, dil, groups)
-    wm = w.reshape(groups, o // groups, cg * kh * kw)
-    out = xp.matmul(wm, cols)  # (g, O/g, N*OH*OW)
-    out = out.reshape(groups, o // groups, n, oh, ow).transpose(2, 0, 1, 3, 4).reshape(n, o, oh, ow)
-    return xp.ascontiguousarray(out)
-
-
-def _conv_input_grad(xp: Any, gy: Any, w: Any, x_shape: tuple, stride: tuple, pad: tuple, dil: tuple, groups: int) -> Any:
-    """The gradient of ``conv(x, w)`` with respect to x (shape ``x_shape``) for ``gy``."""
-    n, c, h, wd = x_shape
-    o, cg, kh, kw = w.shape
-    oh, ow = gy.shape[2:]
-    wm = w.reshape(groups, o // groups, cg * kh * kw)
-    dcols = xp.matmul(wm.transpose(0, 2, 1), _grad_rows(xp, gy, groups))  # (g, Cg*kh*kw, N*OH*OW)
-    # (g, Cg, kh, kw, N, OH, OW) -> (kh, kw, N, C, OH, OW), a view
-    dcols = dcols.reshape(groups, cg, kh, kw, n, oh, ow).transpose(2, 3, 4, 0, 1, 5, 6).reshape(kh, kw, n, c, oh, ow)
-    (pt, pb), (pl, pr) = pad
-    dxp = _col2im(xp, dcols, (n, c, h + pt + pb, wd + pl + pr), stride, dil)
-    if pt or pb or pl or pr:
-        dxp = xp.ascontiguousarray(dxp[:, :, pt : pt + h, pl : pl + wd])
-    return dxp
-
-
-def _conv_weight_grad(xp: Any, x: Any, gy: Any, w_shape: tuple, stride: tuple, pad: tuple, dil: tuple, groups: int) -> Any:
-    """The gradient of ``conv(x, w)`` with respect to w (shape ``w_shape``) for ``gy``."""
-    cols, _ = _im2col(xp, x, w_shape[2:], stride, pad, dil, groups, gy.shape[2:])
-    dw = xp.matmul(_grad_rows(xp, gy, groups), cols.transpose(0, 2, 1))  # (g, O/g, Cg*kh*kw)
-    return dw.reshape(w_shape)
-
-
-def _bias_grad(g: Any) -> Any:
+def _bias_grad(xp: Any, g: Any, rows: Any) -> Any:
+    """Sum of the output gradient over (N, OH, OW); from ``rows`` (O, N*OH*Wc, junk zero) when given."""
+    if rows is not None:
+        return rows.reshape(g.shape[1], -1).sum(axis=1).astype(g.dtype, copy=False)
     return g.sum(axis=(0, 2, 3), dtype=_acc(g.dtype)).astype(g.dtype, copy=False)
+
+
+# Keeping the forward's column matrix for the weight gradient saves rebuilding it (one
+# copy of kh*kw times the input, a sizeable part of a small conv's backward) at the price
+# of holding it from forward to backward. Only column matrices up to this size are kept;
+# larger ones are rebuilt from the saved input, as PyTorch does, so big models do not pay
+# kh*kw times their activations in memory.
+KEEP_COLS_MAX_BYTES = 16 << 20
 
 
 class Conv2dFn(Function):
@@ -161,38 +118,47 @@ class Conv2dFn(Function):
     def forward(ctx, x, w, b, stride, pad, dil, groups):
         xp = ctx.xp
         ctx.save_for_backward(x, w)
-        ctx.conf = (stride, pad, dil, groups)
-        acc = _acc(x.dtype)
-        out = _conv_forward(xp, x.astype(acc, copy=False), w.astype(acc, copy=False), stride, pad, dil, groups)
-        if b is not None:
-            out += b.astype(acc, copy=False)[:, None, None]
-        return out.astype(x.dtype, copy=False)
+        geo = Geometry(x.shape, w.shape[2:], stride, pad, dil)
+        ctx.conf = (geo, groups)
+        y, cols = conv_forward(xp, x, w, b, geo, groups, _acc(x.dtype))
+        need = getattr(ctx, "needs_input_grad", None)
+        if need and need[1] and cols is not None and cols.nbytes <= KEEP_COLS_MAX_BYTES:
+            ctx.cols = cols
+        return y.astype(x.dtype, copy=False)
 
     @staticmethod
     def backward(ctx, g):
         x, w = ctx.saved_tensors
         xp = ctx.xp
+        geo, groups = ctx.conf
         need = ctx.needs_input_grad
         acc = _acc(x.dtype)
-        g32, x32, w32 = g.astype(acc, copy=False), x.astype(acc, copy=False), w.astype(acc, copy=False)
-        gx = _conv_input_grad(xp, g32, w32, x.shape, *ctx.conf).astype(x.dtype, copy=False) if need[0] else None
-        gw = _conv_weight_grad(xp, x32, g32, w.shape, *ctx.conf).astype(w.dtype, copy=False) if need[1] else None
-        gb = _bias_grad(g) if need[2] else None
+        rows = None if is_1x1(w.shape, geo, groups) else grad_rows(xp, g, geo, groups, acc)
+        gx = gw = None
+        if need[0]:
+            gx = conv_input_grad(xp, g, w, geo, groups, acc, rows).astype(x.dtype, copy=False)
+        if need[1]:
+            cols = getattr(ctx, "cols", None)
+            ctx.cols = None
+            gw = conv_weight_grad(xp, x, g, w.shape, geo, groups, acc, cols, rows).astype(w.dtype, copy=False)
+        gb = _bias_grad(xp, g, rows) if need[2] else None
         return gx, gw, gb, None, None, None, None
 
 
 class ConvTranspose2dFn(Function):
     """Transposed 2-d convolution: x (N, Cin, H, W), w (Cin, Cout/groups, kh, kw) gives
-    (N, Cout, H_out, W_out) with H_out given in ``out_hw`` (output_padding included)."""
+    (N, Cout, H_out, W_out) with H_out given in ``out_hw`` (output_padding included).
+    It is the input gradient of the convolution of an (N, Cout, H_out, W_out) input with w,
+    whose output (capped at x's size: output_padding can add a window) has x's shape."""
 
     @staticmethod
     def forward(ctx, x, w, b, stride, pad, dil, groups, out_hw):
         xp = ctx.xp
         ctx.save_for_backward(x, w)
-        ctx.conf = (stride, pad, dil, groups)
+        geo = Geometry((x.shape[0], w.shape[1] * groups, *out_hw), w.shape[2:], stride, pad, dil, x.shape[2:])
+        ctx.conf = (geo, groups)
         acc = _acc(x.dtype)
-        out_shape = (x.shape[0], w.shape[1] * groups, *out_hw)
-        out = _conv_input_grad(xp, x.astype(acc, copy=False), w.astype(acc, copy=False), out_shape, *ctx.conf)
+        out = conv_input_grad(xp, x, w, geo, groups, acc)
         if b is not None:
             out += b.astype(acc, copy=False)[:, None, None]
         return out.astype(x.dtype, copy=False)
@@ -201,17 +167,16 @@ class ConvTranspose2dFn(Function):
     def backward(ctx, g):
         x, w = ctx.saved_tensors
         xp = ctx.xp
+        geo, groups = ctx.conf
         need = ctx.needs_input_grad
         acc = _acc(x.dtype)
-        g32, x32, w32 = g.astype(acc, copy=False), x.astype(acc, copy=False), w.astype(acc, copy=False)
         gx = gw = None
         if need[0]:
-            gx = _conv_forward(xp, g32, w32, *ctx.conf)
-            gx = gx[:, :, : x.shape[2], : x.shape[3]].astype(x.dtype)  # output_padding rows see no input
+            gx = conv_forward(xp, g, w, None, geo, groups, acc)[0].astype(x.dtype, copy=False)
         if need[1]:
             # roles swapped: the transposed output is the conv input, x is the conv output gradient
-            gw = _conv_weight_grad(xp, g32, x32, w.shape, *ctx.conf).astype(w.dtype, copy=False)
-        gb = _bias_grad(g) if need[2] else None
+            gw = conv_weight_grad(xp, g, x, w.shape, geo, groups, acc).astype(w.dtype, copy=False)
+        gb = _bias_grad(xp, g, None) if need[2] else None
         return gx, gw, gb, None, None, None, None, None
 
 
