@@ -29,9 +29,10 @@ from .._env import get_flag
 from ..cluster import FileStore, GrpcStore, GrpcStoreServer, MemoryStore, PrefixStore, Store
 from ..data.distributed import register_world_provider
 from ..errors import CollectiveError, RendezvousError
+from .backends import mpi as _mpi  # registers "mpi" (mpi4py is imported only when a group starts)
 from .backends import tcp as _tcp  # noqa: F401  (registers "tcp")
 from .backends import threaded as _threaded  # noqa: F401  (registers "threaded")
-from .process_group import ProcessGroup, get_backend_factory
+from .process_group import ProcessGroup, env_flag, env_value, get_backend_factory
 from .types import to_seconds
 
 __all__ = [
@@ -132,11 +133,11 @@ def _resolve_world(rank: int, world_size: int) -> tuple[int, int]:
 
 
 def _grpc_store(host: str, port: int, rank: int, state: _State, timeout: float) -> Store:
-    token = os.environ.get("AXONML_STORE_TOKEN", "").strip()
+    token = env_value("AXONML_STORE_TOKEN")
     if not token:
         # every rank derives the same token; set AXONML_STORE_TOKEN to keep other jobs out
         token = hashlib.sha256(f"axonml:{host}:{port}".encode()).hexdigest()[:32]
-    agent_store = os.environ.get("AXONML_USE_AGENT_STORE", "").strip().lower() in ("1", "true", "yes", "on")
+    agent_store = env_flag("AXONML_USE_AGENT_STORE", "0") in ("1", "true", "yes", "on")
     if rank == 0 and not agent_store:
         loopback = host in ("localhost", "::1") or host.startswith("127.")
         state.server = GrpcStoreServer("127.0.0.1" if loopback else "0.0.0.0", port, token=token).start()
@@ -176,6 +177,15 @@ def _rendezvous(init_method: str, rank: int, world_size: int, state: _State, tim
     raise ValueError(f"init_process_group: unknown init_method {init_method!r}; use 'env://', 'tcp://host:port' or 'file:///path'")
 
 
+def _auto_backend() -> str:
+    """``mpi`` when an MPI launcher started a multi-rank job and nothing set RANK/WORLD_SIZE
+    (``mpiexec -n 4 python train.py``); ``tcp`` otherwise."""
+    launched = _mpi.launcher_world_size()
+    if launched is not None and launched[1] > 1 and not os.environ.get("RANK") and not os.environ.get("WORLD_SIZE"):
+        return "mpi"
+    return "tcp"
+
+
 def init_process_group(
     backend: str = "auto",
     init_method: str | None = None,
@@ -189,8 +199,8 @@ def init_process_group(
     """Start the default process group (the world) of this process.
 
     Args:
-        backend: ``"auto"`` (``tcp`` for CPU tensors), ``"tcp"``, ``"threaded"`` (ranks are
-            threads of one process, for tests), or a registered backend such as ``"mpi"``.
+        backend: ``"auto"`` (``mpi`` under ``mpiexec``, else ``tcp``), ``"tcp"``, ``"mpi"``,
+            ``"threaded"`` (ranks are threads of one process, for tests), or any registered one.
         init_method: ``"env://"`` (default), ``"tcp://host:port"`` or ``"file:///path"``;
             not allowed together with ``store``.
         timeout: how long any collective (and the bootstrap) may take; a ``timedelta`` or
@@ -214,7 +224,7 @@ def init_process_group(
     name = backend if isinstance(backend, str) else str(backend)
     name = name.lower()
     if name == "auto":
-        name = "tcp"
+        name = _auto_backend()
     factory = get_backend_factory(name)
     if store is not None and init_method is not None:
         raise ValueError("init_process_group: pass either init_method or store, not both")

@@ -34,6 +34,8 @@ __all__ = [
     "get_backend_factory",
     "registered_backends",
     "check_enabled",
+    "env_flag",
+    "env_value",
     "p2p_done",
     "p2p_result",
 ]
@@ -46,14 +48,23 @@ Meta = dict | None
 Post = Callable[[], Any] | None  # runs on the comm thread after the data moved; its value is Work.result()
 
 
-def _flag(name: str, default: str) -> str:
-    # Flags not yet in the table of axonml/_env.py are read from the environment directly.
-    return get_flag(name) if name in FLAGS else os.environ.get(name, default)
+def env_value(name: str, default: str = "") -> str:
+    """The stripped value of the ``AXONML_*`` flag ``name`` (``default`` when unset or empty).
+
+    Flags not (yet) in the table of ``axonml/_env.py`` are read from the environment.
+    """
+    value = get_flag(name) if name in FLAGS else os.environ.get(name, default)
+    return value.strip() or default
+
+
+def env_flag(name: str, default: str) -> str:
+    """The lower-cased value of the ``AXONML_*`` flag ``name`` (``default`` when unset)."""
+    return env_value(name, default).lower()
 
 
 def check_enabled() -> bool:
     """Whether collectives compare (seq, op, shapes, dtype) across ranks (AXONML_CHECK_COLLECTIVES, default on)."""
-    return _flag("AXONML_CHECK_COLLECTIVES", "1").strip().lower() not in ("0", "false", "no", "off")
+    return env_flag("AXONML_CHECK_COLLECTIVES", "1") not in ("0", "false", "no", "off")
 
 
 # -- the backend registry ------------------------------------------------------------------
@@ -253,7 +264,7 @@ class ProcessGroup(abc.ABC):
 
     # -- submission -------------------------------------------------------------------------
     def _submit(self, desc: CollectiveDesc, run: Callable[[CollectiveDesc], Any], post: Post) -> Work:
-        work = Work(desc.summary(), self.timeout)
+        work = Work(desc, self.timeout)  # described lazily: str(desc) only in messages
 
         def job(_: Any) -> Any:
             self._raise_if_broken(desc.op)
@@ -302,7 +313,7 @@ class ProcessGroup(abc.ABC):
         """
         counts = list(counts) if counts is not None else [input.size] * self._size
         desc = self._desc("all_gather", [input], meta, (("counts", tuple(counts)),), local=input.size,
-                          cross_check=_check_counts("input", counts))
+                          shapes_may_differ=True, cross_check=_check_counts("input", counts))
         return self._submit(desc, lambda d: self._allgather(output.reshape(-1), input.reshape(-1), counts, d), post)
 
     def gather(self, input: Any, outputs: Sequence[Any] | None, root: int, meta: Meta = None, post: Post = None) -> Work:

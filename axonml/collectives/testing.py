@@ -8,6 +8,7 @@ paths without starting processes.
 from __future__ import annotations
 
 import threading
+import time
 import traceback
 from typing import Any, Callable
 
@@ -68,14 +69,15 @@ def run_threaded(world_size: int, fn: Callable[[int], Any], timeout: float = 30.
     threads = [threading.Thread(target=body, args=(r,), name=f"axonml-rank{r}", daemon=True) for r in range(world_size)]
     for t in threads:
         t.start()
+    deadline = time.monotonic() + timeout + 10.0
     for t in threads:
-        t.join(timeout + 10.0)
+        t.join(max(0.0, deadline - time.monotonic()))
     hung = [r for r, t in enumerate(threads) if t.is_alive()]
     if hung:
         run.abort("run_threaded gave up on hung ranks")
         raise CollectiveError(f"run_threaded: ranks {hung} did not finish within {timeout + 10.0:g} s")
     if errors:
         # the first failure is the cause; the others are usually the abort it triggered
-        rank, exc, _tb = min(errors, key=lambda e: isinstance(e[1], CollectiveError) and "aborted" in str(e[1]))
+        _rank, exc, _tb = min(errors, key=lambda e: isinstance(e[1], CollectiveError) and "aborted" in str(e[1]))
         raise exc
     return results

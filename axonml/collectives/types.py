@@ -131,6 +131,9 @@ class CollectiveDesc:
         extra = "".join(f", {k}={v}" for k, v in self.extra)
         return f"{self.op}(seq={self.seq}, shapes=[{shown}], dtype={self.dtype}{extra})"
 
+    def __str__(self) -> str:
+        return self.summary()
+
     def to_wire(self) -> tuple:
         """A picklable, comparable form sent to peers (no callables)."""
         return (self.op, self.group, self.seq, tuple(tuple(s) for s in self.shapes), self.dtype, self.extra,
@@ -176,7 +179,7 @@ class Work:
         work.wait()  # t now holds the sum
     """
 
-    def __init__(self, desc: str = "", timeout: float | None = None) -> None:
+    def __init__(self, desc: Any = "", timeout: float | None = None) -> None:
         self._desc = desc
         self._timeout = timeout
         self._done = threading.Event()
@@ -290,7 +293,7 @@ class Work:
 
     def __repr__(self) -> str:
         state = "failed" if self._exc is not None else ("done" if self.is_completed() else "pending")
-        return f"Work({self._desc}, {state})"
+        return f"Work({self._desc!s}, {state})"
 
 
 class CompletedWork(Work):

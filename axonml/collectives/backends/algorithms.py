@@ -25,7 +25,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..types import ReduceOp, finish_avg, reduce_into
-from .transport import Exchange, Mesh, as_bytes
+from .exchange import Exchange
+from .transport import Mesh, as_bytes
 
 __all__ = [
     "allreduce",
@@ -77,7 +78,7 @@ def _reduce_ordered(op: ReduceOp, parts: Sequence[Any], n: int, out: Any) -> Non
 # -- the ring ------------------------------------------------------------------------------------
 
 
-def ring(mesh: Mesh, flat: np.ndarray, seg_bounds: list[int], what: str, op: ReduceOp | None, reduce_scatter: bool,
+def ring(mesh: Mesh, flat: np.ndarray, seg_bounds: list[int], what: object, op: ReduceOp | None, reduce_scatter: bool,
          all_gather: bool) -> None:
     """Run the reduce-scatter and/or all-gather phases of a pipelined ring on ``flat`` in place."""
     n, r = mesh.size, mesh.rank
@@ -120,7 +121,7 @@ def ring(mesh: Mesh, flat: np.ndarray, seg_bounds: list[int], what: str, op: Red
 # -- collectives -------------------------------------------------------------------------------------
 
 
-def allreduce(mesh: Mesh, flat: np.ndarray, op: ReduceOp, what: str) -> None:
+def allreduce(mesh: Mesh, flat: np.ndarray, op: ReduceOp, what: object) -> None:
     """Reduce the 1-D contiguous ``flat`` across the mesh, in place."""
     n = mesh.size
     if n == 1 or flat.size == 0:
@@ -132,7 +133,7 @@ def allreduce(mesh: Mesh, flat: np.ndarray, op: ReduceOp, what: str) -> None:
     ring(mesh, flat, bounds(even_counts(flat.size, n)), what, op, True, True)
 
 
-def _direct_allgather_parts(mesh: Mesh, mine: np.ndarray, what: str) -> list[np.ndarray]:
+def _direct_allgather_parts(mesh: Mesh, mine: np.ndarray, what: object) -> list[np.ndarray]:
     n, r = mesh.size, mesh.rank
     got = np.empty((n, mine.size), dtype=mine.dtype)
     ex = Exchange(mesh, what)
@@ -145,7 +146,7 @@ def _direct_allgather_parts(mesh: Mesh, mine: np.ndarray, what: str) -> list[np.
     return list(got)
 
 
-def broadcast(mesh: Mesh, flat: np.ndarray, root: int, what: str) -> None:
+def broadcast(mesh: Mesh, flat: np.ndarray, root: int, what: object) -> None:
     """Copy ``root``'s ``flat`` into every rank's ``flat``."""
     n, r = mesh.size, mesh.rank
     if n == 1 or flat.size == 0:
@@ -176,7 +177,7 @@ def broadcast(mesh: Mesh, flat: np.ndarray, root: int, what: str) -> None:
     ex.run()
 
 
-def reduce(mesh: Mesh, flat: np.ndarray, root: int, op: ReduceOp, what: str) -> None:
+def reduce(mesh: Mesh, flat: np.ndarray, root: int, op: ReduceOp, what: object) -> None:
     """Reduce into ``root``'s ``flat``; other ranks' ``flat`` is left unchanged."""
     n, r = mesh.size, mesh.rank
     if n == 1 or flat.size == 0:
@@ -209,7 +210,7 @@ def reduce(mesh: Mesh, flat: np.ndarray, root: int, op: ReduceOp, what: str) -> 
     ex.run()
 
 
-def allgather(mesh: Mesh, out: np.ndarray, mine: np.ndarray, counts: list[int], what: str) -> None:
+def allgather(mesh: Mesh, out: np.ndarray, mine: np.ndarray, counts: list[int], what: object) -> None:
     """Concatenate every rank's ``mine`` (``counts[i]`` elements) into ``out``."""
     n, r = mesh.size, mesh.rank
     b = bounds(counts)
@@ -227,7 +228,7 @@ def allgather(mesh: Mesh, out: np.ndarray, mine: np.ndarray, counts: list[int], 
     ring(mesh, out, b, what, None, False, True)
 
 
-def gather(mesh: Mesh, mine: np.ndarray, outs: list[np.ndarray] | None, root: int, what: str) -> None:
+def gather(mesh: Mesh, mine: np.ndarray, outs: list[np.ndarray] | None, root: int, what: object) -> None:
     """Collect every rank's ``mine`` into ``root``'s ``outs[i]``."""
     r = mesh.rank
     ex = Exchange(mesh, what)
@@ -241,7 +242,7 @@ def gather(mesh: Mesh, mine: np.ndarray, outs: list[np.ndarray] | None, root: in
     ex.run()
 
 
-def scatter(mesh: Mesh, out: np.ndarray, ins: list[np.ndarray] | None, root: int, what: str) -> None:
+def scatter(mesh: Mesh, out: np.ndarray, ins: list[np.ndarray] | None, root: int, what: object) -> None:
     """Copy ``root``'s ``ins[i]`` into rank i's ``out``."""
     r = mesh.rank
     ex = Exchange(mesh, what)
@@ -255,7 +256,7 @@ def scatter(mesh: Mesh, out: np.ndarray, ins: list[np.ndarray] | None, root: int
     ex.run()
 
 
-def reduce_scatter(mesh: Mesh, out: np.ndarray, inp: np.ndarray, op: ReduceOp, counts: list[int], what: str) -> None:
+def reduce_scatter(mesh: Mesh, out: np.ndarray, inp: np.ndarray, op: ReduceOp, counts: list[int], what: object) -> None:
     """Reduce ``inp`` across ranks; rank i writes segment i (``counts[i]`` elements) into ``out``."""
     n, r = mesh.size, mesh.rank
     b = bounds(counts)
@@ -280,7 +281,7 @@ def reduce_scatter(mesh: Mesh, out: np.ndarray, inp: np.ndarray, op: ReduceOp, c
     out[...] = work[b[r]:b[r + 1]]
 
 
-def alltoall(mesh: Mesh, out: np.ndarray, inp: np.ndarray, out_counts: list[int], in_counts: list[int], what: str) -> None:
+def alltoall(mesh: Mesh, out: np.ndarray, inp: np.ndarray, out_counts: list[int], in_counts: list[int], what: object) -> None:
     """Send ``in_counts[j]`` elements of ``inp`` to rank j; receive ``out_counts[j]`` from j into ``out``."""
     r = mesh.rank
     ob, ib = bounds(out_counts), bounds(in_counts)

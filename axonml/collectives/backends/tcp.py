@@ -1,16 +1,22 @@
-"""The built-in ``tcp`` backend: CPU collectives between processes over sockets.
+"""The built-in ``tcp`` backend: CPU collectives between processes, over sockets and, between
+the ranks of one host, shared memory.
 
-Note on the pieces: :mod:`.transport` builds the mesh (through the store) and moves
-bytes; :mod:`.algorithms` holds the ring and direct-exchange algorithms; this module
-binds the :class:`ProcessGroup` primitives to them, runs the divergence check and the
-point-to-point protocol, and tells the peers when this rank fails.
+Note on the pieces: :mod:`.transport` builds the socket mesh (through the store) and moves
+bytes; :mod:`.algorithms` holds the ring and direct-exchange algorithms on sockets;
+:mod:`.shm` the shared-memory ones. This module binds the :class:`ProcessGroup`
+primitives to them, runs the divergence check and the point-to-point protocol, and tells
+the peers when this rank fails. When all ranks of a group share a host (and
+``AXONML_SHM`` is not 0), all-reduce, broadcast, reduce, all-gather, reduce-scatter and
+barrier use shared memory; gather, scatter, all-to-all and send/recv use sockets.
 
-Note on the divergence check: before moving data, every rank sends a framed
-description of the collective (sequence number, op, shapes, dtype, root, counts) to
-every peer and reads theirs, then all compare the same list, so a mismatch raises the
-same error on every rank, and a rank that never arrives is named by the timeout. With
-``AXONML_CHECK_COLLECTIVES=0`` the exchange is skipped (a barrier still exchanges an
-empty frame).
+Note on the divergence check: every rank publishes a 16-byte digest of what must agree
+(sequence number, op, shapes, dtype, root, counts): in shared memory when the group has
+it, else as a framed message to every peer. Every rank sees every digest, so when they
+differ every rank runs a second round with full descriptions over the sockets and
+raises the same error; a rank that never arrives is named by the timeout. Ops whose
+per-rank sizes must be cross-checked (gather, scatter, all-to-all, uneven all-gather)
+always run the full round. ``AXONML_CHECK_COLLECTIVES=0`` skips all this (a barrier
+still synchronizes).
 
 Note on point-to-point: a message is a header frame (tag, byte count) then the payload,
 on the pair's data connection, matched in order. Consecutive queued p2p operations are
@@ -28,14 +34,24 @@ from typing import Any, Sequence
 import numpy as np
 
 from ...errors import CollectiveError
-from ..process_group import ProcessGroup, p2p_done, register_backend
+from ..process_group import ProcessGroup, env_flag, p2p_done, register_backend
 from ..types import CollectiveDesc, ReduceOp, check_descs
 from . import algorithms as algo
-from .transport import HEADER, K_DESC, K_P2P, Exchange, Mesh, PeerFailure
+from .exchange import Exchange
+from .shm import ShmChannel, ShmUnavailable, shm_possible
+from .transport import HEADER, K_DESC, K_P2P, Mesh
 
 __all__ = ["TcpProcessGroup"]
 
 logger = logging.getLogger(__name__)
+
+
+def _by_dtype(arrays: list) -> list[list[int]]:
+    """Indices of ``arrays`` grouped by dtype, in first-seen order (coalesced calls may mix dtypes)."""
+    groups: dict[Any, list[int]] = {}
+    for i, a in enumerate(arrays):
+        groups.setdefault(a.dtype, []).append(i)
+    return list(groups.values())
 
 
 class TcpProcessGroup(ProcessGroup):
@@ -45,41 +61,62 @@ class TcpProcessGroup(ProcessGroup):
 
     def __init__(self, store: Any, rank: int, size: int, timeout: float, name: str,
                  global_ranks: Sequence[int] | None = None) -> None:
-        granks = list(global_ranks) if global_ranks is not None else list(range(size))
-        self.mesh = Mesh(store, rank, size, timeout, name, granks)
-        super().__init__(rank, size, name, timeout, granks)
+        super().__init__(rank, size, name, timeout, global_ranks)
+        self.shm: ShmChannel | None = None
+        try:
+            self.mesh = Mesh(store, rank, size, timeout, name, self.global_ranks)
+        except BaseException:
+            self._worker.stop()
+            raise
+        try:
+            if shm_possible(self.mesh, env_flag("AXONML_SHM", "1") not in ("0", "false", "no", "off")):
+                self.shm = ShmChannel(self.mesh, lambda b: self._exchange_frames(0, b, f"group {name!r} set-up", True))
+        except ShmUnavailable as exc:
+            logger.warning("rank=%d group %r: shared memory unavailable (%s); using sockets", rank, name, exc)
+        except BaseException:
+            self._worker.stop()
+            self.mesh.close(graceful=False)
+            raise
+        logger.info("rank=%d tcp group %r of %d ranks: %s", rank, name, size, "shared memory" if self.shm else "sockets")
 
-    # -- framed messages on the data channel ----------------------------------------------------------
+    @property
+    def transport(self) -> str:
+        """``"shm"`` when the group's collectives use shared memory, else ``"socket"``."""
+        return "shm" if self.shm is not None else "socket"
+
+    # -- divergence check --------------------------------------------------------------------------------
     def _check(self, desc: CollectiveDesc) -> None:
-        # Fast path: a 16-byte digest of what must agree. Every rank sees the same list of
-        # digests, so on a mismatch every rank runs the second, full round and raises.
-        if desc.cross_check is None:
-            digest = hashlib.blake2b(repr(desc.key()).encode(), digest_size=16).digest()
-            got = self._exchange_frames(desc, digest, desc.summary(), raw=True)
-            if all(g == digest for g in got):
-                return
-        check_descs(self._exchange_descs(desc), desc)
+        digest = hashlib.blake2b(repr(desc.key()).encode(), digest_size=16).digest()
+        if self.shm is not None:
+            same = self.shm.agree(digest, desc)
+        else:
+            same = desc.cross_check is None and all(
+                d == digest for d in self._exchange_frames(desc.seq, digest, desc, True))
+        if not same or desc.cross_check is not None:
+            check_descs(self._exchange_descs(desc), desc)
 
     def _exchange_descs(self, desc: CollectiveDesc) -> list[CollectiveDesc]:
         payload = pickle.dumps(desc.to_wire(), protocol=pickle.HIGHEST_PROTOCOL)
-        return self._exchange_frames(desc, payload, desc.summary())
+        got = self._exchange_frames(desc.seq, payload, desc, False)
+        got[self._rank] = desc
+        return got
 
-    def _exchange_frames(self, desc: CollectiveDesc, payload: bytes, what: str, raw: bool = False) -> list[Any]:
-        """Send ``payload`` to every peer and return every rank's (index: rank; own: ``desc``
-        or, with ``raw``, ``payload``); unpickled as descriptions unless ``raw``."""
+    def _exchange_frames(self, seq: int, payload: bytes, what: object, raw: bool) -> list[Any]:
+        """Send ``payload`` to every peer; return every rank's payload (index: rank),
+        unpickled into descriptions unless ``raw``."""
         n, r = self._size, self._rank
-        frame = HEADER.pack(K_DESC, desc.seq, len(payload)) + payload
+        frame = HEADER.pack(K_DESC, seq, len(payload)) + payload
         got: list[Any] = [None] * n
-        got[r] = payload if raw else desc
+        got[r] = payload
         ex = Exchange(self.mesh, what)
         ex.stage = " (the description every rank sends before a collective: those ranks did not arrive)"
         headers = [bytearray(HEADER.size) for _ in range(n)]
 
         def on_header(p: int) -> None:
-            kind, seq, nbytes = HEADER.unpack(headers[p])
+            kind, their_seq, nbytes = HEADER.unpack(headers[p])
             if kind != K_DESC:
                 raise CollectiveError(
-                    f"{what} in group {self.name!r}: {self.mesh.who(p)} sent a point-to-point message (tag {seq}, "
+                    f"{what} in group {self.name!r}: {self.mesh.who(p)} sent a point-to-point message (tag {their_seq}, "
                     f"{nbytes} bytes) where rank {r} expected the collective; sends/recvs and collectives must be "
                     "issued in the same order on both ranks"
                 )
@@ -102,51 +139,63 @@ class TcpProcessGroup(ProcessGroup):
 
     # -- collectives ------------------------------------------------------------------------------------
     def _allreduce(self, arrays: list, op: ReduceOp, desc: CollectiveDesc) -> None:
-        if len(arrays) == 1:
-            algo.allreduce(self.mesh, arrays[0].reshape(-1), op, desc.summary())
-            return
-        if not arrays:
-            return
-        flat = np.concatenate([a.reshape(-1) for a in arrays])
-        algo.allreduce(self.mesh, flat, op, desc.summary())
-        off = 0
-        for a in arrays:
-            a.reshape(-1)[...] = flat[off:off + a.size]
-            off += a.size
+        what = desc
+        for idx in _by_dtype(arrays):
+            parts = [arrays[i] for i in idx]
+            flat = parts[0].reshape(-1) if len(parts) == 1 else np.concatenate([a.reshape(-1) for a in parts])
+            if self.shm is not None and self._size > 1:
+                self.shm.allreduce(flat, op, what)
+            else:
+                algo.allreduce(self.mesh, flat, op, what)
+            if len(parts) > 1:
+                off = 0
+                for a in parts:
+                    a.reshape(-1)[...] = flat[off:off + a.size]
+                    off += a.size
 
     def _broadcast(self, arrays: list, root: int, desc: CollectiveDesc) -> None:
-        if len(arrays) == 1:
-            algo.broadcast(self.mesh, arrays[0].reshape(-1), root, desc.summary())
-            return
-        flat = np.concatenate([a.reshape(-1) for a in arrays]) if arrays else np.empty(0)
-        algo.broadcast(self.mesh, flat, root, desc.summary())
-        off = 0
         for a in arrays:
-            a.reshape(-1)[...] = flat[off:off + a.size]
-            off += a.size
+            if self.shm is not None:
+                self.shm.broadcast(a.reshape(-1), root, desc)
+            else:
+                algo.broadcast(self.mesh, a.reshape(-1), root, desc)
 
     def _reduce(self, arrays: list, root: int, op: ReduceOp, desc: CollectiveDesc) -> None:
         for a in arrays:
-            algo.reduce(self.mesh, a.reshape(-1), root, op, desc.summary())
+            flat = a.reshape(-1)
+            if self.shm is not None:
+                self.shm.reduce_scatter(flat, flat, op, algo.even_counts(flat.size, self._size), desc, root)
+            else:
+                algo.reduce(self.mesh, flat, root, op, desc)
 
     def _allgather(self, output: Any, input: Any, counts: list[int], desc: CollectiveDesc) -> None:
-        algo.allgather(self.mesh, output, input, counts, desc.summary())
+        if self.shm is not None:
+            self.shm.allgather(output, input, counts, desc)
+        else:
+            algo.allgather(self.mesh, output, input, counts, desc)
 
     def _gather(self, input: Any, outputs: list | None, root: int, desc: CollectiveDesc) -> None:
-        algo.gather(self.mesh, input, outputs, root, desc.summary())
+        algo.gather(self.mesh, input, outputs, root, desc)
 
     def _scatter(self, output: Any, inputs: list | None, root: int, desc: CollectiveDesc) -> None:
-        algo.scatter(self.mesh, output, inputs, root, desc.summary())
+        algo.scatter(self.mesh, output, inputs, root, desc)
 
     def _reduce_scatter(self, output: Any, input: Any, op: ReduceOp, counts: list[int], desc: CollectiveDesc) -> None:
-        algo.reduce_scatter(self.mesh, output, input, op, counts, desc.summary())
+        if self.shm is not None:
+            self.shm.reduce_scatter(output, input, op, counts, desc)
+        else:
+            algo.reduce_scatter(self.mesh, output, input, op, counts, desc)
 
     def _alltoall(self, output: Any, input: Any, out_counts: list[int], in_counts: list[int], desc: CollectiveDesc) -> None:
-        algo.alltoall(self.mesh, output, input, out_counts, in_counts, desc.summary())
+        algo.alltoall(self.mesh, output, input, out_counts, in_counts, desc)
 
     def _barrier(self, desc: CollectiveDesc) -> None:
-        if not self.check and self._size > 1:  # with the check on, the description exchange was the barrier
-            self._exchange_frames(desc, b"", desc.summary())
+        if self.check or self._size == 1:
+            return  # the divergence check that ran before this was a barrier already
+        if self.shm is not None:
+            self.shm.barrier(desc)
+        else:
+            self._exchange_frames(desc.seq, b"", desc, True)
 
     # -- point to point --------------------------------------------------------------------------------------
     def _p2p(self, items: list) -> None:
@@ -169,14 +218,16 @@ class TcpProcessGroup(ProcessGroup):
                     ex.recv(peer, memoryview(header), lambda item=item, h=header, pl=payload: self._p2p_header(
                         ex, item, h, pl, finished))
 
+        def is_p2p(job: Any) -> bool:
+            return isinstance(job.payload, list)
+
         def more() -> None:
-            job = self._worker.take_next_if(lambda j: j.payload is not None and isinstance(j.payload, list))
+            job = self._worker.take_next_if(is_p2p)
             while job is not None:
-                # the absorbed job's first Work is completed here too (the worker will not run it)
-                job.work._started()
+                job.work._started()  # absorbed: its first Work is completed here, not by the worker
                 ex.extend(self.timeout)
                 post(job.payload)
-                job = self._worker.take_next_if(lambda j: j.payload is not None and isinstance(j.payload, list))
+                job = self._worker.take_next_if(is_p2p)
 
         post(items)
         ex.more = more
@@ -201,11 +252,13 @@ class TcpProcessGroup(ProcessGroup):
 
     # -- life cycle ---------------------------------------------------------------------------------------------
     def _on_broken(self, exc: BaseException) -> None:
-        if isinstance(exc, PeerFailure):
-            return  # every peer sees a death, a BYE or an ABORT directly: no need to relay it
+        # Relay even a peer's failure: a rank that reads this ABORT before it notices the
+        # original death still learns (and names) the rank that died.
         self.mesh.abort(f"rank {self._rank} (world rank {self.global_ranks[self._rank]}): {exc}")
 
     def _close(self) -> None:
+        if self.shm is not None:
+            self.shm.close()
         self.mesh.close(graceful=self._error is None)
 
 

@@ -85,7 +85,7 @@ class _World:
         if self.aborted is not None:
             raise CollectiveError(f"threaded group {self.name!r} (rank {rank}) was aborted: {self.aborted}")
 
-    def exchange(self, key: Any, rank: int, value: Any, timeout: float, what: str) -> list:
+    def exchange(self, key: Any, rank: int, value: Any, timeout: float, what: object) -> list:
         """Deposit ``value``; return every rank's value (index: rank) once all have deposited."""
         deadline = time.monotonic() + timeout
         with self.cv:
@@ -183,7 +183,7 @@ class ThreadedProcessGroup(ProcessGroup):
 
     # -- helpers --------------------------------------------------------------------------
     def _all(self, desc: CollectiveDesc, value: Any, phase: str = "data") -> list:
-        return self.world.exchange((phase, desc.seq), self._rank, value, self.timeout, desc.summary())
+        return self.world.exchange((phase, desc.seq), self._rank, value, self.timeout, desc)
 
     def _exchange_descs(self, desc: CollectiveDesc) -> list[CollectiveDesc]:
         return self._all(desc, desc, "desc")

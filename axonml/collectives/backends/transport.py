@@ -13,17 +13,11 @@ Bootstrap: each rank listens on an ephemeral port, publishes ``host:port`` and i
 name in the store, connects to every lower rank and accepts every higher rank; all with
 the group timeout.
 
-Note on progress: an :class:`Exchange` is one round of concurrent, non-blocking sends and
-receives to many peers, driven by ``poll`` until done. Items on one peer's queue move in
-order; a receive's callback runs as soon as its bytes are in, and may post more sends
-and receives (pipelining: a ring forwards a chunk as soon as it has reduced it). Sends
-and receives of large buffers go straight between the arrays and the kernel, no copies.
+The progress engine that moves the bytes is :class:`.exchange.Exchange`.
 """
 
 from __future__ import annotations
 
-import collections
-import errno
 import hashlib
 import logging
 import os
@@ -31,27 +25,28 @@ import select
 import socket
 import struct
 import time
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from ...errors import CollectiveError, CollectiveTimeout
+from ..process_group import env_value
 
-__all__ = ["Mesh", "Exchange", "HEADER", "as_bytes", "advertised_address", "host_name"]
+__all__ = ["Mesh", "HEADER", "C_WAKE", "CTRL", "PeerFailure", "as_bytes", "advertised_address", "host_name"]
 
 logger = logging.getLogger(__name__)
 
 _MAGIC = b"AXTC"
 _HANDSHAKE = struct.Struct("<4s8sIIB")  # magic, group key, rank, size, channel
-_DATA, _CTRL = 0, 1
+_DATA, CTRL = 0, 1
 #: frame header on the data channel: kind, a (seq or tag), b (payload bytes)
 HEADER = struct.Struct("<BqQ")
 K_DESC, K_P2P = 1, 2
 _CTRL_HEADER = struct.Struct("<BI")
-C_ABORT, C_BYE = 1, 2
-_BUF_BYTES = int(os.environ.get("AXTEST_BUF", 4 * 1024 * 1024))
-_IN, _OUT = select.POLLIN | select.POLLPRI, select.POLLOUT
-_ERR = select.POLLERR | select.POLLHUP | select.POLLNVAL
+C_ABORT, C_BYE, C_WAKE = 1, 2, 3
+_BUF_BYTES = 4 * 1024 * 1024
+POLL_IN, POLL_OUT = select.POLLIN | select.POLLPRI, select.POLLOUT
+POLL_ERR = select.POLLERR | select.POLLHUP | select.POLLNVAL
 
 
 def as_bytes(a: np.ndarray) -> memoryview:
@@ -61,7 +56,7 @@ def as_bytes(a: np.ndarray) -> memoryview:
 
 def host_name() -> str:
     """This host's name as ranks compare it (``AXONML_HOSTNAME`` overrides, for tests)."""
-    return os.environ.get("AXONML_HOSTNAME", "").strip() or socket.gethostname()
+    return env_value("AXONML_HOSTNAME") or socket.gethostname()
 
 
 def advertised_address() -> str:
@@ -70,7 +65,7 @@ def advertised_address() -> str:
     ``AXONML_SOCKET_ADDR`` wins; otherwise the interface that routes to ``MASTER_ADDR``
     when that is not a loopback address; otherwise ``127.0.0.1``.
     """
-    explicit = os.environ.get("AXONML_SOCKET_ADDR", "").strip()
+    explicit = env_value("AXONML_SOCKET_ADDR")
     if explicit:
         return explicit
     master = os.environ.get("MASTER_ADDR", "").strip()
@@ -89,7 +84,7 @@ def advertised_address() -> str:
 
 def _tune(sock: socket.socket) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF) if _BUF_BYTES else ():
+    for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
         try:
             sock.setsockopt(socket.SOL_SOCKET, opt, _BUF_BYTES)
         except OSError:  # capped or refused: the kernel's autotuning stays in charge
@@ -139,7 +134,7 @@ class Mesh:
                 raw = store.get(f"tcp/addr/{peer}", timeout=max(0.1, deadline - time.monotonic())).decode()
                 hostport, self.hosts[peer] = raw.split("|", 1)
                 host, p = hostport.rsplit(":", 1)
-                for channel in (_DATA, _CTRL):
+                for channel in (_DATA, CTRL):
                     sock = self._dial(host, int(p), peer, deadline)
                     sock.sendall(_HANDSHAKE.pack(_MAGIC, key, self.rank, self.size, channel))
                     self._adopt(sock, peer, channel)
@@ -211,9 +206,9 @@ class Mesh:
         sock.setblocking(False)
         (self.data if channel == _DATA else self.ctrl)[peer] = sock
         self._fd_peer[sock.fileno()] = (peer, channel)
-        if channel == _CTRL:
+        if channel == CTRL:
             self._ctrl_buf[peer] = bytearray()
-            self._poll.register(sock.fileno(), _IN)
+            self._poll.register(sock.fileno(), POLL_IN)
 
     # -- control channel -----------------------------------------------------------------------------
     def _send_ctrl(self, kind: int, payload: bytes) -> None:
@@ -232,6 +227,28 @@ class Mesh:
                     sock.setblocking(False)
                 except OSError:
                     pass
+
+    def send_ctrl_to(self, peer: int, kind: int) -> None:
+        """Best effort, never blocking: a small control frame (e.g. WAKE) to one peer."""
+        sock = self.ctrl[peer]
+        if sock is None or peer in self.gone:
+            return
+        frame = _CTRL_HEADER.pack(kind, 0)
+        try:
+            sent = sock.send(frame)
+            if sent < len(frame):  # never leave half a frame: finish it, briefly blocking
+                sock.settimeout(1.0)
+                sock.sendall(frame[sent:])
+                sock.setblocking(False)
+        except OSError:
+            pass  # full or closed: a sleeper wakes up on its own, a death is seen elsewhere
+
+    def wait_ctrl(self, timeout_ms: int) -> None:
+        """Block up to ``timeout_ms`` for control traffic (a WAKE); raise on ABORT or a death."""
+        for fd, _ev in self._poll.poll(timeout_ms):
+            peer, channel = self._fd_peer[fd]
+            if channel == CTRL:
+                self.on_ctrl(peer)
 
     def abort(self, reason: str) -> None:
         """Tell every peer that this rank failed (their pending collectives raise ``reason``)."""
@@ -298,7 +315,7 @@ class Mesh:
         """Process pending control frames without waiting (raises on ABORT or death)."""
         for fd, _ev in self._poll.poll(0):
             peer, channel = self._fd_peer[fd]
-            if channel == _CTRL:
+            if channel == CTRL:
                 self.on_ctrl(peer)
 
     # -- life cycle -------------------------------------------------------------------------------------
@@ -314,164 +331,3 @@ class Mesh:
                     pass
         self.data = [None] * self.size
         self.ctrl = [None] * self.size
-
-
-class _Item:
-    __slots__ = ("view", "off", "done")
-
-    def __init__(self, view: memoryview, done: Callable[[], None] | None) -> None:
-        self.view, self.off, self.done = view, 0, done
-
-
-class Exchange:
-    """One round of concurrent sends and receives over a :class:`Mesh`; ``run()`` drives it.
-
-    Example::
-
-        ex = Exchange(mesh, "all_gather(seq=3)")
-        ex.send(1, as_bytes(mine))
-        ex.recv(1, as_bytes(theirs), on_done=lambda: ...)
-        ex.run()
-    """
-
-    def __init__(self, mesh: Mesh, what: str, timeout: float | None = None) -> None:
-        self.mesh, self.what = mesh, what
-        self.deadline = time.monotonic() + (timeout if timeout is not None else mesh.timeout)
-        self.sends: dict[int, collections.deque[_Item]] = collections.defaultdict(collections.deque)
-        self.recvs: dict[int, collections.deque[_Item]] = collections.defaultdict(collections.deque)
-        self.pending = 0
-        self.more: Callable[[], None] | None = None  # called every round (p2p batching)
-        self.stage = ""  # what the exchange waits for, for timeout messages
-
-    def send(self, peer: int, view: memoryview, done: Callable[[], None] | None = None) -> None:
-        """Queue ``view`` for ``peer`` (after what is queued for it already)."""
-        if peer in self.mesh.gone or self.mesh.data[peer] is None:
-            raise PeerFailure(f"{self.what}: {self.mesh.who(peer)} has left group {self.mesh.name!r}; cannot send to it")
-        if len(view) == 0:
-            if done is not None:
-                done()
-            return
-        q = self.sends[peer]
-        q.append(_Item(view, done))
-        self.pending += 1
-        if len(q) == 1:
-            self._pump_send(peer)  # optimistic: small messages leave without a poll
-
-    def recv(self, peer: int, view: memoryview, done: Callable[[], None] | None = None, front: bool = False) -> None:
-        """Fill ``view`` with the next bytes from ``peer``; ``front``: before other queued receives."""
-        if len(view) == 0:
-            if done is not None:
-                done()
-            return
-        item = _Item(view, done)
-        if front:
-            self.recvs[peer].appendleft(item)
-        else:
-            self.recvs[peer].append(item)
-        self.pending += 1
-
-    def extend(self, seconds: float) -> None:
-        self.deadline = max(self.deadline, time.monotonic() + seconds)
-
-    # -- progress -----------------------------------------------------------------------------------------
-    def _fail(self, peer: int, exc: BaseException | None, sending: bool) -> None:
-        mesh = self.mesh
-        left = " after leaving the group (destroy_process_group)" if peer in mesh.left else ""
-        detail = f" ({exc})" if exc is not None else ""
-        direction = "sending to" if sending else "receiving from"
-        raise PeerFailure(
-            f"{self.what} in group {mesh.name!r}: {mesh.who(peer)} closed its connection{left} while rank {mesh.rank} "
-            f"was {direction} it{detail}; that process died or stopped participating"
-        ) from exc
-
-    def _pump_send(self, peer: int) -> None:
-        q, sock = self.sends[peer], self.mesh.data[peer]
-        while q:
-            item = q[0]
-            try:
-                n = sock.send(item.view[item.off:])
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
-                    return
-                self._fail(peer, exc, True)
-            item.off += n
-            if item.off < len(item.view):
-                return
-            q.popleft()
-            self.pending -= 1
-            if item.done is not None:
-                item.done()
-
-    def _pump_recv(self, peer: int) -> None:
-        q, sock = self.recvs[peer], self.mesh.data[peer]
-        while q:
-            item = q[0]
-            try:
-                n = sock.recv_into(item.view[item.off:])
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
-                    return
-                self._fail(peer, exc, False)
-            if n == 0:
-                self._fail(peer, None, False)
-            item.off += n
-            if item.off < len(item.view):
-                return
-            q.popleft()
-            self.pending -= 1
-            if item.done is not None:
-                item.done()
-
-    def run(self) -> None:
-        """Progress every queued item (and the ones callbacks add) to completion.
-
-        Raises:
-            PeerFailure: a peer died, left or aborted (named in the message).
-            CollectiveTimeout: not done by the deadline; names the peers still owing data.
-        """
-        mesh = self.mesh
-        mesh.check_ctrl()
-        while True:
-            if self.more is not None:
-                self.more()
-            if self.pending == 0:
-                return
-            for peer in set(self.sends) | set(self.recvs):
-                mask = (_OUT if self.sends[peer] else 0) | (_IN if self.recvs[peer] else 0)
-                mesh.set_mask(peer, mask)
-            left = self.deadline - time.monotonic()
-            if left <= 0:
-                self._timeout()
-            events = mesh.poll(max(1, min(int(left * 1000) + 1, 200 if self.more is not None else 1_000_000)))
-            for fd, ev in events:
-                peer, channel = mesh.peer_of(fd)
-                if channel == _CTRL:
-                    mesh.on_ctrl(peer)
-                    continue
-                if ev & (_IN | _ERR) and self.recvs[peer]:
-                    self._pump_recv(peer)
-                if ev & (_OUT | _ERR) and self.sends[peer]:
-                    self._pump_send(peer)
-            if self.pending == 0:
-                for peer in set(self.sends) | set(self.recvs):
-                    mesh.set_mask(peer, 0)
-
-    def _timeout(self) -> None:
-        mesh = self.mesh
-        waiting = sorted(p for p, q in self.recvs.items() if q)
-        stuck = sorted(p for p, q in self.sends.items() if q)
-        for peer in set(self.sends) | set(self.recvs):
-            mesh.set_mask(peer, 0)
-        parts = []
-        if waiting:
-            parts.append(f"ranks {waiting} did not send what this rank expects{self.stage}")
-        if stuck:
-            parts.append(f"ranks {stuck} did not take the data this rank sends")
-        raise CollectiveTimeout(
-            f"{self.what} in group {mesh.name!r} timed out on rank {mesh.rank} after {mesh.timeout:g} s: "
-            + "; ".join(parts) + ". Those ranks are slow, hung, or issued different collectives."
-        )

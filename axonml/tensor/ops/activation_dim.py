@@ -6,7 +6,10 @@ Note on softmax: the max along ``dim`` is subtracted before ``exp`` (no overflow
 half-precision inputs are computed in float32. The backward works from the saved output
 only: ``dx = y * (g - sum(g * y))`` for softmax, ``dx = g - exp(y) * sum(g)`` for
 log_softmax. Under autocast, PyTorch's CPU policy keeps softmax in the input dtype and its
-CUDA policy computes it in float32; this module does the same.
+CUDA policy computes it in float32; this module does the same. Over the last dim of a
+C-contiguous float32/float64 CPU array, forward and backward run compiled numba kernels
+(:mod:`axonml.runtime.devices.cpu_kernels`); the NumPy code here is the reference and runs
+everywhere else (and with ``AXONML_NUMBA=0``).
 
 Note on randomness: masks are drawn on the host from an :class:`axonml.Generator` (the
 default one unless ``generator=`` is given) and copied to the device, so ``ax.manual_seed``
@@ -24,6 +27,7 @@ from ...autograd.autocast import lower_dtype, upcast_dtype
 from ...autograd.function import Function
 from ...autograd.variable import TensorBase
 from ...errors import DTypeError, ShapeError
+from ...runtime.devices import cpu_kernels
 from ...runtime.dtypes import get_dtype
 from .._helpers import norm_dim, sum_to_shape, wrap
 from ..random import Generator, get_generator
@@ -53,6 +57,11 @@ class Softmax(Function):
     def forward(ctx, x, axis, log):
         xp = ctx.xp
         ctx.axis, ctx.log = axis, log
+        if axis == x.ndim - 1:  # the compiled CPU kernel, where it applies
+            y = cpu_kernels.softmax(xp, x, log)
+            if y is not None:
+                ctx.save_for_backward(y)
+                return y
         shape = x.shape
         if x.ndim == 0:
             x = x.reshape(1)  # a 0-d tensor is a one-element distribution
@@ -73,6 +82,10 @@ class Softmax(Function):
     def backward(ctx, g):
         (y,) = ctx.saved_tensors
         xp = ctx.xp
+        if ctx.axis == y.ndim - 1:
+            gx = cpu_kernels.softmax_backward(xp, y, g, ctx.log)
+            if gx is not None:
+                return gx, None, None
         shape = y.shape
         yc, gc = up(y), up(g)
         if y.ndim == 0:
@@ -97,9 +110,10 @@ def _softmax_dim(ndim: int, name: str, stacklevel: int) -> int:
 def _softmax_impl(input: Any, dim: Any, stacklevel: int, dtype: Any, log: bool, name: str) -> Any:
     if not isinstance(input, TensorBase):
         raise TypeError(f"{name}: expected a Tensor input, got {type(input).__name__}")
+    nd = input._data.ndim
     if dim is None:
-        dim = _softmax_dim(input.ndim, name, stacklevel + 1)
-    axis = norm_dim(dim, input.ndim, name)
+        dim = _softmax_dim(nd, name, stacklevel + 1)
+    axis = nd - 1 if dim == -1 and nd else norm_dim(dim, nd, name)  # the common case first
     if dtype is not None:
         input = input.to(get_dtype(dtype))
     elif input._device.type == "cuda":

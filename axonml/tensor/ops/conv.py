@@ -1,18 +1,18 @@
 """Convolutions: ``conv1d``, ``conv2d``, ``conv_transpose1d``, ``conv_transpose2d``.
 
-Note on the method (im2col): the zero-padded input is viewed through a strided window
-(``as_strided``: no copy) of shape (N, C, OH, OW, kh, kw); one copy lays the windows out
-as columns (groups, C/groups * kh * kw, N * OH * OW) and one batched matmul with the
-weight (groups, O/groups, C/groups * kh * kw) gives every output pixel. Backward uses
-the same pieces: the weight gradient is one matmul of the output gradient with the
-columns (recomputed, so only the input and the weight are saved, as in PyTorch); the
-input gradient is one matmul to column gradients, then ``col2im`` adds them back into
-the padded input with one strided slice per kernel offset (kh * kw iterations, never
+Note on the method (im2col): the kernels live in ``conv_fast.py``: one copy pads and
+transposes the input into a (C, N, Hp, Wp) buffer, one copy of a strided view lays the
+windows out as columns (groups, C/groups * kh * kw, N * OH * Wc), and one batched matmul
+with the weight (groups, O/groups, C/groups * kh * kw) gives every output pixel. Backward
+uses the same pieces: the weight gradient is one matmul of the output gradient with the
+columns (rebuilt, so only the input and the weight are saved, as in PyTorch); the input
+gradient is one matmul to column gradients, then ``col2im`` adds them back into the
+padded buffer with one in-place strided add per kernel offset (kh * kw iterations, never
 a loop over pixels). A transposed convolution is the input gradient of a convolution,
 so ``conv_transpose*`` reuses the same three kernels with the roles swapped.
 
 Note on 1-d: ``conv1d`` runs as ``conv2d`` on (N, C, 1, L); one implementation serves
-both. Pooling (``pool.py``) shares ``_windows`` and ``_col2im``.
+both. Average pooling (``pool.py``) and ``fold``/``unfold`` share ``_windows`` and ``_col2im``.
 
 Note on precision: float16/bfloat16 are computed in float32 and cast back (PyTorch
 accumulates in float32 too). Under autocast, conv inputs are cast to the autocast
@@ -92,23 +92,24 @@ def _col2im(xp: Any, cols: Any, shape: tuple, s: tuple, d: tuple) -> Any:
         rows = slice(r0, r0 + s[0] * (oh - 1) + 1, s[0])
         for j in range(kw):
             c0 = j * d[1]
-            out[:, :, rows, c0 : c0 + s[1] * (ow - 1) + 1 : s[1]] += cols[i, j]
+            view = out[:, :, rows, c0 : c0 + s[1] * (ow - 1) + 1 : s[1]]
+            view += cols[i, j]  # in place into the view (``out[...] += v`` would copy it back too)
     return out
 
 
-def _bias_grad(xp: Any, g: Any, rows: Any) -> Any:
+def _bias_grad(g: Any, rows: Any) -> Any:
     """Sum of the output gradient over (N, OH, OW); from ``rows`` (O, N*OH*Wc, junk zero) when given."""
     if rows is not None:
         return rows.reshape(g.shape[1], -1).sum(axis=1).astype(g.dtype, copy=False)
     return g.sum(axis=(0, 2, 3), dtype=_acc(g.dtype)).astype(g.dtype, copy=False)
 
 
-# Keeping the forward's column matrix for the weight gradient saves rebuilding it (one
-# copy of kh*kw times the input, a sizeable part of a small conv's backward) at the price
-# of holding it from forward to backward. Only column matrices up to this size are kept;
-# larger ones are rebuilt from the saved input, as PyTorch does, so big models do not pay
-# kh*kw times their activations in memory.
-KEEP_COLS_MAX_BYTES = 16 << 20
+# The weight gradient rebuilds the column matrix from the saved input rather than keeping
+# the forward's, as PyTorch saves only the input: rebuilding costs one copy (0.15-0.3 ms
+# for the benchmark CNN's convs), while keeping it holds kh*kw times the input from forward
+# to backward in a fresh array per call, which measured slower overall (the extra ~9 MB
+# made glibc return heap pages to the OS and fault them back in every step: ~1300 page
+# faults, 2-3 ms), besides the memory.
 
 
 class Conv2dFn(Function):
@@ -120,10 +121,7 @@ class Conv2dFn(Function):
         ctx.save_for_backward(x, w)
         geo = Geometry(x.shape, w.shape[2:], stride, pad, dil)
         ctx.conf = (geo, groups)
-        y, cols = conv_forward(xp, x, w, b, geo, groups, _acc(x.dtype))
-        need = getattr(ctx, "needs_input_grad", None)
-        if need and need[1] and cols is not None and cols.nbytes <= KEEP_COLS_MAX_BYTES:
-            ctx.cols = cols
+        y = conv_forward(xp, x, w, b, geo, groups, _acc(x.dtype))
         return y.astype(x.dtype, copy=False)
 
     @staticmethod
@@ -138,10 +136,8 @@ class Conv2dFn(Function):
         if need[0]:
             gx = conv_input_grad(xp, g, w, geo, groups, acc, rows).astype(x.dtype, copy=False)
         if need[1]:
-            cols = getattr(ctx, "cols", None)
-            ctx.cols = None
-            gw = conv_weight_grad(xp, x, g, w.shape, geo, groups, acc, cols, rows).astype(w.dtype, copy=False)
-        gb = _bias_grad(xp, g, rows) if need[2] else None
+            gw = conv_weight_grad(xp, x, g, w.shape, geo, groups, acc, rows).astype(w.dtype, copy=False)
+        gb = _bias_grad(g, rows) if need[2] else None
         return gx, gw, gb, None, None, None, None
 
 
@@ -172,11 +168,11 @@ class ConvTranspose2dFn(Function):
         acc = _acc(x.dtype)
         gx = gw = None
         if need[0]:
-            gx = conv_forward(xp, g, w, None, geo, groups, acc)[0].astype(x.dtype, copy=False)
+            gx = conv_forward(xp, g, w, None, geo, groups, acc).astype(x.dtype, copy=False)
         if need[1]:
             # roles swapped: the transposed output is the conv input, x is the conv output gradient
             gw = conv_weight_grad(xp, g, x, w.shape, geo, groups, acc).astype(w.dtype, copy=False)
-        gb = _bias_grad(xp, g, None) if need[2] else None
+        gb = _bias_grad(g, None) if need[2] else None
         return gx, gw, gb, None, None, None, None, None
 
 

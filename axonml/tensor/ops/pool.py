@@ -1,15 +1,16 @@
 """Pooling: ``max_pool1d/2d``, ``avg_pool1d/2d``, ``adaptive_avg_pool1d/2d``,
 ``adaptive_max_pool1d/2d``.
 
-Note on the method: fixed-window pools view the padded input through the strided
-window view of ``conv.py`` (N, C, OH, OW, kh, kw) and reduce over the last two axes; their
-backward builds per-window gradients (a one-hot of the argmax for max, a constant for
-average) and adds them back with ``_col2im`` (one strided slice per kernel offset).
-``ceil_mode`` pads the right edge a little further (with -inf for max, and zeros that
-the divisor does not count for average). Adaptive average pooling is separable: it is
-``A_h @ x @ A_w^T`` with averaging matrices, two matmuls forward and backward
-(``SeparableFn``, which ``interpolate`` also uses with interpolation matrices). Adaptive
-max pooling loops over output cells (their count is small: the output size).
+Note on the method: max pooling (``pool_max.py``) takes one ``maximum`` per kernel row,
+then one per kernel column, over strided views of the input, and its backward finds the
+element each output took by comparing the input with the output. Average pooling views
+the padded input through the strided window view of ``conv.py`` (N, C, OH, OW, kh, kw)
+and sums over the last two axes; its backward adds a constant per window back with
+``_col2im`` (one strided slice per kernel offset). ``ceil_mode`` windows may run past the
+right edge (zeros that the divisor does not count for average). Adaptive average pooling
+is separable: it is ``A_h @ x @ A_w^T`` with averaging matrices, two matmuls forward and
+backward (``SeparableFn``, which ``interpolate`` also uses with interpolation matrices).
+Adaptive max pooling loops over output cells (their count is small: the output size).
 
 Note on 1-d: the 1-d pools run as 2-d pools on (N, C, 1, L); max-pool indices index the
 flattened spatial dims of the input, as in PyTorch.
@@ -25,6 +26,7 @@ from ...autograd.variable import TensorBase
 from ...errors import DTypeError, ShapeError
 from .conv import _acc, _col2im, _pad2, _tuple, _windows
 from .core import reshape
+from .pool_max import MaxPool2dFn
 
 
 def _pool_out(op: str, size: int, k: int, p: int, s: int, d: int, ceil_mode: bool) -> int:
@@ -43,41 +45,6 @@ def _right_pads(size: tuple, out: tuple, k: tuple, s: tuple, d: tuple, p: tuple)
         need = (o - 1) * ss + dd * (kk - 1) + 1
         res.append((pp, max(need - n - pp, 0)))
     return tuple(res)
-
-
-class MaxPool2dFn(Function):
-    """Max over windows of x (N, C, H, W); returns (values, flat input indices)."""
-
-    @staticmethod
-    def forward(ctx, x, k, s, p, d, out_hw):
-        xp = ctx.xp
-        n, c, h, w = x.shape
-        oh, ow = out_hw
-        pads = _right_pads((h, w), out_hw, k, s, d, p)
-        fill = float("-inf")
-        xpad = _pad2(xp, x, pads, fill)
-        win = _windows(xp, xpad, out_hw, k, s, d).reshape(n, c, oh, ow, k[0] * k[1])  # copy
-        am = win.argmax(axis=-1)  # a NaN wins, as in PyTorch
-        out = xp.take_along_axis(win, am[..., None], axis=-1)[..., 0]
-        rows = xp.arange(oh)[:, None] * s[0] - p[0] + (am // k[1]) * d[0]
-        cols = xp.arange(ow)[None, :] * s[1] - p[1] + (am % k[1]) * d[1]
-        idx = (rows * w + cols).astype("int64")
-        ctx.am = am
-        ctx.conf = (x.shape, k, s, d, pads)
-        ctx.mark_non_differentiable(idx)
-        return out, idx
-
-    @staticmethod
-    def backward(ctx, g, _gi):
-        xp = ctx.xp
-        (n, c, h, w), k, s, d, pads = ctx.conf
-        acc = _acc(g.dtype)
-        kk = xp.arange(k[0] * k[1]).reshape(-1, 1, 1, 1, 1)
-        dcols = ((ctx.am[None] == kk) * g[None].astype(acc)).reshape(k[0], k[1], *g.shape)
-        hp, wp = h + sum(pads[0]), w + sum(pads[1])
-        dx = _col2im(xp, dcols, (n, c, hp, wp), s, d)
-        (pt, _), (pl, _) = pads
-        return dx[:, :, pt : pt + h, pl : pl + w].astype(g.dtype), None, None, None, None, None
 
 
 def _divisors(xp: Any, size: int, out: int, k: int, s: int, p: int, include_pad: bool) -> Any:
@@ -244,9 +211,9 @@ def _max_pool(
     x4, shape = _prep(op, nd, x)
     k, s, p, d = _pool_args(op, nd, kernel_size, stride, padding, dilation)
     out_hw = _out_hw(op, x4, k, s, p, d, ceil_mode, True)
-    y, idx = MaxPool2dFn.apply(x4, k, s, p, d, out_hw)
-    y, idx = _finish(y, shape, nd), _finish(idx, shape, nd)
-    return (y, idx) if return_indices else y
+    y, idx = MaxPool2dFn.apply(x4, k, s, p, d, out_hw, bool(return_indices))
+    y = _finish(y, shape, nd)
+    return (y, _finish(idx, shape, nd)) if return_indices else y
 
 
 def max_pool1d(

@@ -1,0 +1,264 @@
+"""Collective bandwidth and latency on this machine: AxonML's tcp and mpi backends,
+mpi4py called directly, and PyTorch torch.distributed with gloo, in one run.
+
+Run: python bench/collectives.py [--ranks 2 4] [--max-mib 256] [--iters 20]
+Conventions (../shared/DESIGN.md section 6, nccl-tests): "size" is the bytes of the full
+buffer (for all-gather the gathered output, for reduce-scatter the full input); algbw =
+size / time; busbw = algbw * factor with factor 2(n-1)/n for all-reduce, (n-1)/n for
+all-gather and reduce-scatter, 1 for broadcast. Medians and p95 over --iters timed
+iterations after warm-up. Memory-copy bandwidth is measured as the physical limit.
+Each system runs in its own fresh processes; MPI systems are started with mpiexec.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+OPS = ("all_reduce", "all_gather", "reduce_scatter", "broadcast")
+FACTOR = {"all_reduce": lambda n: 2 * (n - 1) / n, "all_gather": lambda n: (n - 1) / n,
+          "reduce_scatter": lambda n: (n - 1) / n, "broadcast": lambda n: 1.0}
+
+
+def sizes_bytes(max_mib: int) -> list[int]:
+    out, s = [], 4096
+    while s <= max_mib * 2**20:
+        out.append(s)
+        s *= 4
+    return out
+
+
+# -- one rank of one system ------------------------------------------------------------------
+def _timed(fn, iters: int, barrier) -> dict:
+    for _ in range(3):
+        fn()
+    samples = []
+    for _ in range(iters):
+        barrier()
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    samples.sort()
+    return {"median_s": statistics.median(samples), "p95_s": samples[int(round(0.95 * (len(samples) - 1)))]}
+
+
+def _iters_for(nbytes: int, iters: int) -> int:
+    return iters if nbytes <= 64 * 2**20 else max(20, iters // 2)
+
+
+def worker(system: str, rank: int, world: int, sizes: list[int], iters: int, out_path: str) -> None:
+    import numpy as np
+
+    n = world
+    results = []
+    if system in ("axonml-tcp", "axonml-mpi"):
+        import axonml as ax
+        import axonml.collectives as dist
+
+        dist.init_process_group(backend="tcp" if system == "axonml-tcp" else "mpi", timeout=600)
+        rank, n = dist.get_rank(), dist.get_world_size()
+
+        def mk(count):
+            return ax.from_numpy(np.ones(count, np.float32))
+
+        def ops(count):
+            x, full = mk(count), mk(count)
+            shard = mk(max(count // n, 1))
+            return {
+                "all_reduce": lambda: dist.all_reduce(x),
+                "all_gather": lambda: dist.all_gather_into_tensor(mk_out[0], shard),
+                "reduce_scatter": lambda: dist.reduce_scatter_tensor(shard, full),
+                "broadcast": lambda: dist.broadcast(x, 0),
+            }, shard
+
+        barrier = dist.barrier
+    elif system == "gloo":
+        import torch
+        import torch.distributed as tdist
+
+        torch.set_num_threads(1)
+        tdist.init_process_group("gloo", rank=rank, world_size=world)
+
+        def ops(count):
+            x, full = torch.ones(count), torch.ones(count)
+            shard = torch.ones(max(count // n, 1))
+            return {
+                "all_reduce": lambda: tdist.all_reduce(x),
+                "all_gather": lambda: tdist.all_gather_into_tensor(mk_out[0], shard),
+                "reduce_scatter": lambda: tdist.reduce_scatter_tensor(shard, full),
+                "broadcast": lambda: tdist.broadcast(x, 0),
+            }, shard
+
+        def mk(count):
+            return torch.ones(count)
+
+        barrier = tdist.barrier
+    elif system == "mpi4py":
+        from mpi4py import MPI
+
+        comm = MPI.COMM_WORLD
+        rank, n = comm.Get_rank(), comm.Get_size()
+
+        def mk(count):
+            return np.ones(count, np.float32)
+
+        def ops(count):
+            x, full = mk(count), mk(count)
+            shard = mk(max(count // n, 1))
+            return {
+                "all_reduce": lambda: comm.Allreduce(MPI.IN_PLACE, x),
+                "all_gather": lambda: comm.Allgather(shard, mk_out[0]),
+                "reduce_scatter": lambda: comm.Reduce_scatter_block(full, shard),
+                "broadcast": lambda: comm.Bcast(x, 0),
+            }, shard
+
+        barrier = comm.Barrier
+    else:
+        raise SystemExit(f"unknown system {system}")
+
+    mk_out = [None]
+    for nbytes in sizes:
+        count = nbytes // 4
+        count -= count % n
+        table, shard = ops(count)
+        mk_out[0] = mk(shard.shape[0] * n)
+        for op in OPS:
+            t = _timed(table[op], _iters_for(nbytes, iters), barrier)
+            results.append({"op": op, "bytes": count * 4, **t})
+    if rank == 0:
+        with open(out_path, "w") as f:
+            json.dump(results, f)
+    if system.startswith("axonml"):
+        dist.destroy_process_group()
+    elif system == "gloo":
+        tdist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_system(system: str, world: int, sizes: list[int], iters: int) -> list | None:
+    out = tempfile.mktemp(prefix=f"axbench-{system}-", suffix=".json")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    args = [HERE + "/collectives.py", "--worker", system, "--world", str(world), "--out", out,
+            "--iters", str(iters), "--sizes", ",".join(map(str, sizes))]
+    if system in ("axonml-mpi", "mpi4py"):
+        mpiexec = shutil.which("mpiexec", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+        if mpiexec is None:
+            print(f"  {system}: skipped (no mpiexec; pip install mpi4py mpich)")
+            return None
+        cmd = [mpiexec, "-n", str(world), sys.executable, *args]
+        procs = [subprocess.Popen(cmd, env=env)]
+    else:
+        port = _free_port()
+        procs = []
+        for r in range(world):
+            e = dict(env, RANK=str(r), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+            procs.append(subprocess.Popen([sys.executable, *args, "--rank", str(r)], env=e))
+    try:
+        codes = [p.wait(timeout=1800) for p in procs]
+    except subprocess.TimeoutExpired:
+        for p in procs:
+            p.kill()
+        raise
+    if any(codes) or not os.path.exists(out):
+        print(f"  {system} with {world} ranks failed (exit codes {codes})")
+        return None
+    with open(out) as f:
+        res = json.load(f)
+    os.unlink(out)
+    return res
+
+
+def memcpy_gbs() -> float:
+    import numpy as np
+
+    a = np.ones(64 * 2**20 // 4, np.float32)
+    b = np.empty_like(a)
+    best = min(_t(lambda: np.copyto(b, a)) for _ in range(10))
+    return a.nbytes / best / 1e9
+
+
+def _t(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--ranks", type=int, nargs="+", default=[2, 4])
+    ap.add_argument("--max-mib", type=int, default=256)
+    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--systems", nargs="+", default=["axonml-tcp", "gloo", "axonml-mpi", "mpi4py"])
+    ap.add_argument("--worker")
+    ap.add_argument("--world", type=int)
+    ap.add_argument("--rank", type=int, default=0)
+    ap.add_argument("--out")
+    ap.add_argument("--sizes")
+    a = ap.parse_args()
+    if a.worker:
+        worker(a.worker, a.rank, a.world, [int(s) for s in a.sizes.split(",")], a.iters, a.out)
+        return
+    from common import write_results
+
+    sizes = sizes_bytes(a.max_mib)
+    copy = memcpy_gbs()
+    print(f"memory copy (64 MiB, one thread): {copy:.2f} GB/s  -- the physical limit for a one-copy transfer")
+    rows = []
+    for world in a.ranks:
+        table = {}
+        for system in a.systems:
+            print(f"running {system} with {world} ranks ...", flush=True)
+            res = run_system(system, world, sizes, a.iters)
+            if res:
+                table[system] = {(r["op"], r["bytes"]): r for r in res}
+        for op in OPS:
+            print(f"\n{op}, {world} ranks: size, then per system median latency (us) / busbw (GB/s)")
+            for nbytes in sizes:
+                line = f"  {nbytes / 2**20:9.3f} MiB"
+                row = {"op": op, "ranks": world, "bytes": nbytes}
+                for system, res in table.items():
+                    key = next((k for k in res if k[0] == op and abs(k[1] - nbytes) <= 64 * world), None)
+                    if key is None:
+                        continue
+                    r = res[key]
+                    alg = r["bytes"] / r["median_s"] / 1e9
+                    bus = alg * FACTOR[op](world)
+                    row[system] = {"latency_us": r["median_s"] * 1e6, "p95_us": r["p95_s"] * 1e6, "algbw_gbs": alg, "busbw_gbs": bus}
+                    line += f" | {system} {r['median_s'] * 1e6:10.1f} / {bus:6.2f}"
+                for ours in ("axonml-tcp", "axonml-mpi"):
+                    for peer in ("gloo", "mpi4py"):
+                        if ours in row and peer in row:
+                            row[f"{ours}/{peer}_busbw_ratio"] = row[ours]["busbw_gbs"] / row[peer]["busbw_gbs"]
+                rows.append(row)
+                print(line)
+    write_results("collectives", "torch.distributed gloo " + _torch_version() + "; mpi4py direct", rows, {"memcpy_gbs": copy})
+
+
+def _torch_version() -> str:
+    try:
+        import torch
+
+        return torch.__version__
+    except ImportError:
+        return "(not installed)"
+
+
+if __name__ == "__main__":
+    main()
