@@ -25,7 +25,12 @@ FLAGS: dict[str, Flag] = {
         Flag("AXONML_MAX_RESTARTS", "0", "set by the launcher: restarts allowed"),
         Flag("AXONML_RUN_ID", "", "set by the launcher: the run identifier"),
         Flag("AXONML_LOG_LEVEL", "WARNING", "log level of the axonml logger"),
-        Flag("AXONML_CHECK_COLLECTIVES", "1", "compare (sequence, op, shapes, dtype) across ranks on every collective"),
+        Flag("AXONML_CHECK_COLLECTIVES", "1", "compare (seq, op, shapes, dtype) of every collective across ranks; 0 disables"),
+        Flag("AXONML_SHM", "1", "tcp backend: shared memory between the ranks of one host (0: sockets only)"),
+        Flag("AXONML_HOSTNAME", "", "host name a rank presents to its peers; ranks with different names use sockets"),
+        Flag("AXONML_SOCKET_ADDR", "", "tcp backend: address peers use to reach this rank (default: route to MASTER_ADDR)"),
+        Flag("AXONML_STORE_TOKEN", "", "job token of the gRPC store used by env:// and tcp:// rendezvous"),
+        Flag("AXONML_USE_AGENT_STORE", "0", "env://: the launcher already serves the store at MASTER_ADDR:MASTER_PORT"),
     )
 }
 

@@ -15,7 +15,7 @@ one process, for tests; see :func:`axonml.collectives.testing.run_threaded`), an
 registered with :func:`register_backend`.
 """
 
-from . import api, functional, p2p, process_group, types
+from . import api, differentiable, functional, p2p, process_group, types
 from .api import (
     GroupMember,
     destroy_process_group,
@@ -81,6 +81,7 @@ __all__ = [
     "batch_isend_irecv",
     "broadcast",
     "broadcast_object_list",
+    "differentiable",
     "destroy_process_group",
     "functional",
     "gather",

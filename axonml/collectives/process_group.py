@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 
 from .._env import FLAGS, get_flag
 from ..errors import CollectiveError
-from .types import CollectiveDesc, ReduceOp, Work, check_descs
+from .types import CollectiveDesc, ReduceOp, Work, check_alltoall, check_counts, check_descs, check_rooted
 
 __all__ = [
     "ProcessGroup",
@@ -313,21 +313,21 @@ class ProcessGroup(abc.ABC):
         """
         counts = list(counts) if counts is not None else [input.size] * self._size
         desc = self._desc("all_gather", [input], meta, (("counts", tuple(counts)),), local=input.size,
-                          shapes_may_differ=True, cross_check=_check_counts("input", counts))
+                          shapes_may_differ=True, cross_check=check_counts("input", counts))
         return self._submit(desc, lambda d: self._allgather(output.reshape(-1), input.reshape(-1), counts, d), post)
 
     def gather(self, input: Any, outputs: Sequence[Any] | None, root: int, meta: Meta = None, post: Post = None) -> Work:
         """Collect every rank's ``input`` into ``root``'s ``outputs[i]``."""
         sizes = [o.size for o in outputs] if outputs is not None else None
         desc = self._desc("gather", [input], meta, (("root", root),), shapes_may_differ=True,
-                          local=(input.size, sizes), cross_check=_check_rooted(root, "input", "gather_list"))
+                          local=(input.size, sizes), cross_check=check_rooted(root, "input", "gather_list"))
         return self._submit(desc, lambda d: self._gather(input, list(outputs) if outputs is not None else None, root, d), post)
 
     def scatter(self, output: Any, inputs: Sequence[Any] | None, root: int, meta: Meta = None, post: Post = None) -> Work:
         """Send ``root``'s ``inputs[i]`` into rank i's ``output``."""
         sizes = [x.size for x in inputs] if inputs is not None else None
         desc = self._desc("scatter", [output], meta, (("root", root),), shapes_may_differ=True,
-                          local=(output.size, sizes), cross_check=_check_rooted(root, "output", "scatter_list"))
+                          local=(output.size, sizes), cross_check=check_rooted(root, "output", "scatter_list"))
         return self._submit(desc, lambda d: self._scatter(output, list(inputs) if inputs is not None else None, root, d), post)
 
     def reduce_scatter(self, output: Any, input: Any, op: ReduceOp = ReduceOp.SUM, counts: Sequence[int] | None = None,
@@ -342,8 +342,19 @@ class ProcessGroup(abc.ABC):
         """Send ``in_counts[j]`` elements of the flat ``input`` to rank j; receive ``out_counts[j]`` from j."""
         out_counts, in_counts = list(out_counts), list(in_counts)
         desc = self._desc("all_to_all", [input], meta, shapes_may_differ=True, local=(tuple(in_counts), tuple(out_counts)),
-                          cross_check=_check_alltoall)
+                          cross_check=check_alltoall)
         return self._submit(desc, lambda d: self._alltoall(output.reshape(-1), input.reshape(-1), out_counts, in_counts, d), post)
+
+    # the names of the design notes: all-gather into a flat output, reduce-scatter into one
+    def allgather_into(self, output: Any, input: Any, counts: Sequence[int] | None = None, meta: Meta = None,
+                       post: Post = None) -> Work:
+        """Same as :meth:`allgather` (the output is flat)."""
+        return self.allgather(output, input, counts, meta, post)
+
+    def reduce_scatter_into(self, output: Any, input: Any, op: ReduceOp = ReduceOp.SUM, counts: Sequence[int] | None = None,
+                            meta: Meta = None, post: Post = None) -> Work:
+        """Same as :meth:`reduce_scatter`."""
+        return self.reduce_scatter(output, input, op, counts, meta, post)
 
     def barrier(self, meta: Meta = None, post: Post = None) -> Work:
         """Complete once every rank has entered the barrier."""
@@ -460,37 +471,3 @@ def p2p_done(item: tuple) -> None:
         work._complete(exc=exc)
     else:
         work._complete(result)
-
-
-# -- cross-rank checks of per-rank sizes -----------------------------------------------------
-
-
-def _check_counts(what: str, counts: list[int]) -> Callable[[Sequence[CollectiveDesc]], str | None]:
-    def check(descs: Sequence[CollectiveDesc]) -> str | None:
-        bad = [(r, d.local, counts[r]) for r, d in enumerate(descs) if d.local != counts[r]]
-        if bad:
-            return "; ".join(f"rank {r} has {got} {what} elements but {want} were expected" for r, got, want in bad)
-        return None
-
-    return check
-
-
-def _check_rooted(root: int, mine: str, lst: str) -> Callable[[Sequence[CollectiveDesc]], str | None]:
-    def check(descs: Sequence[CollectiveDesc]) -> str | None:
-        sizes = descs[root].local[1]
-        bad = [(r, d.local[0], sizes[r]) for r, d in enumerate(descs) if d.local[0] != sizes[r]]
-        if bad:
-            return "; ".join(f"rank {r}'s {mine} has {got} elements but the root's {lst}[{r}] has {want}" for r, got, want in bad)
-        return None
-
-    return check
-
-
-def _check_alltoall(descs: Sequence[CollectiveDesc]) -> str | None:
-    problems = []
-    for i, di in enumerate(descs):
-        for j, dj in enumerate(descs):
-            sent, expected = di.local[0][j], dj.local[1][i]
-            if sent != expected:
-                problems.append(f"rank {i} sends {sent} elements to rank {j}, which expects {expected}")
-    return "; ".join(problems[:8]) or None

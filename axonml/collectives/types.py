@@ -28,7 +28,20 @@ import numpy as np
 from ..errors import CollectiveError, CollectiveTimeout, DTypeError
 from ..runtime.devices import get_array_module
 
-__all__ = ["ReduceOp", "Work", "CompletedWork", "CollectiveDesc", "check_descs", "reduce_into", "to_seconds"]
+__all__ = [
+    "ReduceOp",
+    "Work",
+    "CompletedWork",
+    "CollectiveDesc",
+    "check_descs",
+    "check_counts",
+    "check_rooted",
+    "check_alltoall",
+    "check_reduce_dtype",
+    "reduce_into",
+    "finish_avg",
+    "to_seconds",
+]
 
 
 class ReduceOp(enum.Enum):
@@ -167,6 +180,43 @@ def check_descs(descs: Sequence[CollectiveDesc], mine: CollectiveDesc) -> None:
         f"(operation, sequence number, shapes, dtype or arguments differ):\n" + "\n".join(lines) +
         "\nEvery rank of a group must issue the same collectives in the same order with matching tensors."
     )
+
+
+# -- cross-rank checks of per-rank sizes -----------------------------------------------------
+
+
+def check_counts(what: str, counts: list[int]) -> Callable[[Sequence[CollectiveDesc]], str | None]:
+    """A cross-check: rank i's ``local`` (its element count) equals ``counts[i]``."""
+    def check(descs: Sequence[CollectiveDesc]) -> str | None:
+        bad = [(r, d.local, counts[r]) for r, d in enumerate(descs) if d.local != counts[r]]
+        if bad:
+            return "; ".join(f"rank {r} has {got} {what} elements but {want} were expected" for r, got, want in bad)
+        return None
+
+    return check
+
+
+def check_rooted(root: int, mine: str, lst: str) -> Callable[[Sequence[CollectiveDesc]], str | None]:
+    """A cross-check: rank i's tensor size equals the size of the root's list entry i."""
+    def check(descs: Sequence[CollectiveDesc]) -> str | None:
+        sizes = descs[root].local[1]
+        bad = [(r, d.local[0], sizes[r]) for r, d in enumerate(descs) if d.local[0] != sizes[r]]
+        if bad:
+            return "; ".join(f"rank {r}'s {mine} has {got} elements but the root's {lst}[{r}] has {want}" for r, got, want in bad)
+        return None
+
+    return check
+
+
+def check_alltoall(descs: Sequence[CollectiveDesc]) -> str | None:
+    """A cross-check: what rank i sends to rank j is what rank j expects from rank i."""
+    problems = []
+    for i, di in enumerate(descs):
+        for j, dj in enumerate(descs):
+            sent, expected = di.local[0][j], dj.local[1][i]
+            if sent != expected:
+                problems.append(f"rank {i} sends {sent} elements to rank {j}, which expects {expected}")
+    return "; ".join(problems[:8]) or None
 
 
 class Work:

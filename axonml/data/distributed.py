@@ -36,14 +36,17 @@ __all__ = ["DistributedSampler", "register_world_provider"]
 _world_provider: Callable[[], tuple[int, int] | None] | None = None
 
 
-def register_world_provider(provider: Callable[[], tuple[int, int] | None] | None) -> None:
+def register_world_provider(provider: Callable[[], tuple[int, int] | None] | None) -> Callable | None:
     """Let a higher layer (the process group) supply the default ``(world_size, rank)``.
 
     ``provider()`` returns ``(world_size, rank)`` while a default process group exists,
-    or ``None``; passing ``None`` unregisters.
+    or ``None``; passing ``None`` unregisters. Returns the provider it replaces, so a
+    temporary one can be undone.
     """
     global _world_provider
+    previous = _world_provider
     _world_provider = provider
+    return previous
 
 
 def _env_int(name: str, default: int) -> int:

@@ -82,3 +82,16 @@ def test_float16_sum_accumulates_in_float32_on_one_rank_list():
         return float(t.numpy()[0])
 
     assert run_threaded(3, body) == [2050.0] * 3
+
+
+def test_threaded_worlds_are_released():
+    from axonml.collectives.backends.threaded import current_worlds
+
+    before = set(current_worlds())
+
+    def body(rank):
+        g = dist.new_group([0, 1])
+        dist.all_reduce(ax.ones(1), group=g)
+
+    run_threaded(2, body)
+    assert set(current_worlds()) == before

@@ -212,7 +212,7 @@ def test_distributed_sampler_defaults_from_environment(monkeypatch):
 def test_distributed_sampler_prefers_registered_process_group(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "3")
     monkeypatch.setenv("RANK", "1")
-    register_world_provider(lambda: (4, 3))
+    previous = register_world_provider(lambda: (4, 3))
     try:
         s = DistributedSampler(range(5))
         assert (s.num_replicas, s.rank) == (4, 3)
@@ -220,7 +220,7 @@ def test_distributed_sampler_prefers_registered_process_group(monkeypatch):
         s = DistributedSampler(range(5))
         assert (s.num_replicas, s.rank) == (3, 1)
     finally:
-        register_world_provider(None)
+        register_world_provider(previous)
 
 
 @pytest.mark.parametrize("replicas, rank", [(2, 2), (2, -1), (1, 5)])

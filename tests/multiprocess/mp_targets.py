@@ -79,11 +79,14 @@ def sigkill_mid_collective(rank: int, n: int, victim: int) -> tuple[list[str], f
     return messages, elapsed
 
 
-def late_rank(rank: int, n: int, late: int, delay: float) -> str:
+def late_rank(rank: int, n: int, late: int, delay: float, timeout: float) -> str:
+    """Rank ``late`` joins a collective ``delay`` seconds late, in a group whose timeout is
+    ``timeout`` (a new group: the world's bootstrap keeps a generous timeout)."""
+    group = dist.new_group(timeout=timeout)
     if rank == late:
         time.sleep(delay)
     try:
-        dist.all_reduce(ax.ones(3))
+        dist.all_reduce(ax.ones(3), group=group)
         return "no error"
     except CollectiveError as e:
         return f"{type(e).__name__}: {e}"
