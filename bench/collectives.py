@@ -28,8 +28,12 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 OPS = ("all_reduce", "all_gather", "reduce_scatter", "broadcast")
-FACTOR = {"all_reduce": lambda n: 2 * (n - 1) / n, "all_gather": lambda n: (n - 1) / n,
-          "reduce_scatter": lambda n: (n - 1) / n, "broadcast": lambda n: 1.0}
+FACTOR = {
+    "all_reduce": lambda n: 2 * (n - 1) / n,
+    "all_gather": lambda n: (n - 1) / n,
+    "reduce_scatter": lambda n: (n - 1) / n,
+    "broadcast": lambda n: 1.0,
+}
 
 
 def sizes_bytes(max_mib: int) -> list[int]:
@@ -155,8 +159,19 @@ def _free_port() -> int:
 def run_system(system: str, world: int, sizes: list[int], iters: int) -> list | None:
     out = tempfile.mktemp(prefix=f"axbench-{system}-", suffix=".json")
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    args = [HERE + "/collectives.py", "--worker", system, "--world", str(world), "--out", out,
-            "--iters", str(iters), "--sizes", ",".join(map(str, sizes))]
+    args = [
+        HERE + "/collectives.py",
+        "--worker",
+        system,
+        "--world",
+        str(world),
+        "--out",
+        out,
+        "--iters",
+        str(iters),
+        "--sizes",
+        ",".join(map(str, sizes)),
+    ]
     if system in ("axonml-mpi", "mpi4py"):
         mpiexec = shutil.which("mpiexec", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
         if mpiexec is None:
@@ -240,7 +255,12 @@ def main() -> None:
                     r = res[key]
                     alg = r["bytes"] / r["median_s"] / 1e9
                     bus = alg * FACTOR[op](world)
-                    row[system] = {"latency_us": r["median_s"] * 1e6, "p95_us": r["p95_s"] * 1e6, "algbw_gbs": alg, "busbw_gbs": bus}
+                    row[system] = {
+                        "latency_us": r["median_s"] * 1e6,
+                        "p95_us": r["p95_s"] * 1e6,
+                        "algbw_gbs": alg,
+                        "busbw_gbs": bus,
+                    }
                     line += f" | {system} {r['median_s'] * 1e6:10.1f} / {bus:6.2f}"
                 for ours in ("axonml-tcp", "axonml-mpi"):
                     for peer in ("gloo", "mpi4py"):

@@ -138,7 +138,14 @@ class Function(Node):
         ctx.xp = xp = dev._xp or dev.xp
         if (need or cls.always_record) and _grad_state.enabled:
             need = True
-            edges = tuple([a._grad_edge() if isinstance(a, TensorBase) and a._rg else None for a in args])
+            edges = tuple(
+                [
+                    ((a.grad_fn, a._output_nr) if a.grad_fn is not None else a._grad_edge())
+                    if isinstance(a, TensorBase) and a._rg
+                    else None
+                    for a in args
+                ]
+            )
             ctx.next_functions = edges
             ctx.needs_input_grad = tuple([e is not None for e in edges])
         else:
