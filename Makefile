@@ -28,6 +28,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) bench/ops.py
 	OMP_NUM_THREADS=1 $(PY) bench/train_step.py
+	OMP_NUM_THREADS=1 $(PY) bench/collectives.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -30,6 +30,8 @@ from ..cluster import FileStore, GrpcStore, GrpcStoreServer, MemoryStore, Prefix
 from ..data.distributed import register_world_provider
 from ..errors import CollectiveError, RendezvousError
 from .backends import mpi as _mpi  # registers "mpi" (mpi4py is imported only when a group starts)
+from .backends import nccl as _nccl  # noqa: F401  (registers "nccl"; CuPy is imported only when a group starts)
+from .backends.nccl_support import nccl_available
 from .backends import tcp as _tcp  # noqa: F401  (registers "tcp")
 from .backends import threaded as _threaded  # noqa: F401  (registers "threaded")
 from .process_group import ProcessGroup, env_flag, env_value, get_backend_factory
@@ -179,10 +181,13 @@ def _rendezvous(init_method: str, rank: int, world_size: int, state: _State, tim
 
 def _auto_backend() -> str:
     """``mpi`` when an MPI launcher started a multi-rank job and nothing set RANK/WORLD_SIZE
-    (``mpiexec -n 4 python train.py``); ``tcp`` otherwise."""
+    (``mpiexec -n 4 python train.py``); ``nccl`` when the default device is CUDA and NCCL
+    is usable; ``tcp`` otherwise."""
     launched = _mpi.launcher_world_size()
     if launched is not None and launched[1] > 1 and not os.environ.get("RANK") and not os.environ.get("WORLD_SIZE"):
         return "mpi"
+    if get_flag("AXONML_DEFAULT_DEVICE").startswith("cuda") and nccl_available():
+        return "nccl"
     return "tcp"
 
 

@@ -156,7 +156,20 @@ def all_reduce(tensor: Tensor, op: ReduceOp = ReduceOp.SUM, group: Any = None, a
         t = ax.tensor([float(get_rank() + 1)])
         all_reduce(t)              # t == n (n + 1) / 2 on every rank
     """
-    return all_reduce_coalesced([tensor], op, group, async_op, _name="all_reduce")
+    if async_op:
+        return all_reduce_coalesced([tensor], op, group, async_op, _name="all_reduce")
+    # the synchronous path, kept short (a small all-reduce is latency-bound): no Outputs, the
+    # version bump after the wait (the caller's thread waits for it anyway)
+    pg = resolve_group(group, "all_reduce")
+    check_tensor(tensor, pg, "all_reduce")
+    check_reduce_dtype(op, tensor.dtype.np, "all_reduce")
+    a = tensor._data
+    if not a.flags.c_contiguous or _upcast(tensor, pg):
+        return all_reduce_coalesced([tensor], op, group, async_op, _name="all_reduce")
+    pg.allreduce((a,), op, {"op": "all_reduce", "dtype": tensor.dtype.name, "shapes": (tuple(tensor.shape),),
+                            "sync": True}).wait()
+    tensor._vc[0] += 1
+    return None
 
 
 def all_reduce_coalesced(tensors: Sequence[Tensor], op: ReduceOp = ReduceOp.SUM, group: Any = None, async_op: bool = False,

@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 # optional {"op": public name, "dtype": user dtype, "shapes": user shapes} for messages, and
 # "sync": True when the caller waits at once (the collective may then run in its thread)
 Meta = dict | None
+_NO_META: dict = {}
+_OP_EXTRA = {op: (("op", op.name),) for op in ReduceOp}  # built once, not per call
 Post = Callable[[], Any] | None  # runs on the comm thread after the data moved; its value is Work.result()
 
 
@@ -65,6 +67,17 @@ def env_flag(name: str, default: str) -> str:
 def check_enabled() -> bool:
     """Whether collectives compare (seq, op, shapes, dtype) across ranks (AXONML_CHECK_COLLECTIVES, default on)."""
     return env_flag("AXONML_CHECK_COLLECTIVES", "1") not in ("0", "false", "no", "off")
+
+
+_DTYPE_NAMES: dict = {}
+
+
+def _dtype_name(dtype: Any) -> str:
+    """``dtype.name``, cached (NumPy computes it in Python on every access)."""
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = dtype.name
+    return name
 
 
 # -- the backend registry ------------------------------------------------------------------
@@ -128,7 +141,8 @@ class CommWorker:
 
     def __init__(self, name: str, on_error: Callable[[BaseException], None]) -> None:
         self._jobs: collections.deque[_Job | None] = collections.deque()
-        self._cv = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()  # taken directly on the synchronous path (a Condition's with is slower)
+        self._cv = threading.Condition(self._lock)
         self._busy = False
         self._on_error = on_error
         self._thread = threading.Thread(target=self._loop, name=f"axonml-comm-{name}", daemon=True)
@@ -142,7 +156,7 @@ class CommWorker:
 
     def run_inline(self, fn: Callable[[_Job], Any], work: Work, payload: Any = None) -> Work:
         """Run the job in the calling thread when the queue is idle, else queue it."""
-        with self._cv:
+        with self._lock:
             if self._jobs or self._busy:
                 self._jobs.append(_Job(fn, work, payload))
                 self._cv.notify()
@@ -151,9 +165,10 @@ class CommWorker:
         try:
             self._execute(_Job(fn, work, payload))
         finally:
-            with self._cv:
+            with self._lock:
                 self._busy = False
-                self._cv.notify_all()
+                if self._jobs:  # queued meanwhile (async_op from another thread): wake the worker
+                    self._cv.notify_all()
         return work
 
     def take_next_if(self, pred: Callable[[_Job], bool]) -> _Job | None:
@@ -267,8 +282,9 @@ class ProcessGroup(abc.ABC):
         work = Work(desc, self.timeout)  # described lazily: str(desc) only in messages
 
         def job(_: Any) -> Any:
-            self._raise_if_broken(desc.op)
-            if self.check and self._size > 1:
+            if self._error is not None or self._closed:
+                self._raise_if_broken(desc.op)
+            if self.check and self._size > 1 and not desc.fused:
                 self._check(desc)
             result = run(desc)
             # the caller's copy-back (non-contiguous tensors, float32 accumulators): it runs
@@ -280,19 +296,26 @@ class ProcessGroup(abc.ABC):
         return self._worker.submit(job, work)
 
     def _desc(self, op: str, arrays: Sequence[Any], meta: dict | None, extra: tuple = (), **kw: Any) -> CollectiveDesc:
-        meta = meta or {}
+        meta = meta or _NO_META
         with self._seq_lock:
             self._seq += 1
             seq = self._seq
-        shapes = meta.get("shapes") or tuple(tuple(a.shape) for a in arrays)
-        dtype = meta.get("dtype") or (str(arrays[0].dtype) if arrays else "")
-        return CollectiveDesc(meta.get("op", op), self.name, seq, tuple(shapes), dtype, extra, sync=bool(meta.get("sync")),
+        shapes = meta.get("shapes") or tuple(a.shape for a in arrays)
+        dtype = meta.get("dtype") or (_dtype_name(arrays[0].dtype) if arrays else "")
+        return CollectiveDesc(meta.get("op", op), self.name, seq, shapes, dtype, extra, sync=bool(meta.get("sync")),
                               **kw)
+
+    def _fuse_check(self, op: str, arrays: Sequence[Any]) -> bool:
+        """Backend hook: True when the backend checks divergence inside this collective's data
+        exchange (the base class then skips its separate check round). It must depend only on
+        what the check compares (op, shapes, dtype), so that every rank decides alike."""
+        return False
 
     # -- collectives on raw arrays (group ranks) ----------------------------------------------
     def allreduce(self, arrays: Sequence[Any], op: ReduceOp = ReduceOp.SUM, meta: Meta = None, post: Post = None) -> Work:
         """Reduce every array across ranks, in place (a list is one coalesced collective)."""
-        desc = self._desc("all_reduce", arrays, meta, (("op", op.name),))
+        desc = self._desc("all_reduce", arrays, meta, _OP_EXTRA.get(op) or (("op", op.name),),
+                          fused=self._fuse_check("all_reduce", arrays))
         return self._submit(desc, lambda d: self._allreduce(list(arrays), op, d), post)
 
     def broadcast(self, arrays: Sequence[Any], root: int, meta: Meta = None, post: Post = None) -> Work:

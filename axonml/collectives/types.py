@@ -20,7 +20,6 @@ import enum
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -39,6 +38,7 @@ __all__ = [
     "check_alltoall",
     "check_reduce_dtype",
     "reduce_into",
+    "reduce_rows",
     "finish_avg",
     "to_seconds",
 ]
@@ -76,8 +76,22 @@ _BINARY = {
 }
 
 
+_REDUCIBLE: set = set()  # (op, dtype) pairs already accepted (the check runs on every collective)
+
+
 def check_reduce_dtype(op: ReduceOp, dtype: np.dtype, where: str) -> None:
     """Raise DTypeError when ``op`` cannot reduce arrays of ``dtype``."""
+    try:
+        if (op, dtype) in _REDUCIBLE:
+            return
+    except TypeError:  # an unhashable op: reported below
+        pass
+    _check_reduce_dtype(op, dtype, where)
+    if len(_REDUCIBLE) < 256:
+        _REDUCIBLE.add((op, dtype))
+
+
+def _check_reduce_dtype(op: ReduceOp, dtype: np.dtype, where: str) -> None:
     if not isinstance(op, ReduceOp):
         raise TypeError(f"{where}: op must be a ReduceOp (e.g. ReduceOp.SUM), got {op!r}")
     kind = np.dtype(dtype).kind
@@ -99,6 +113,25 @@ def reduce_into(op: ReduceOp, acc: Any, x: Any) -> None:
     fn(acc, x, out=acc)
 
 
+def reduce_rows(op: ReduceOp, rows: Sequence[Any], out: Any) -> None:
+    """``out = rows[0] op rows[1] op ...`` in rank order, then divided by ``len(rows)`` for AVG.
+
+    The same order (and so the same bits) as :func:`reduce_into` over a copy of ``rows[0]``;
+    ``out`` must not alias any row but the first.
+    """
+    fn = _BINARY[op]
+    if not isinstance(out, np.ndarray):
+        fn = getattr(get_array_module(out), fn.__name__)
+    if len(rows) == 1:
+        out[...] = rows[0]
+    else:
+        fn(rows[0], rows[1], out=out)
+        for row in rows[2:]:
+            fn(out, row, out=out)
+    if op is ReduceOp.AVG:
+        finish_avg(out, len(rows))
+
+
 def finish_avg(acc: Any, n: int) -> None:
     """Divide a SUM accumulator by the group size, in place (AVG's last step)."""
     acc /= n
@@ -112,30 +145,51 @@ def to_seconds(timeout: Any) -> float:
     return seconds
 
 
-@dataclass(frozen=True)
 class CollectiveDesc:
     """What one rank asked for: enough to detect divergence and to write error messages.
 
     ``shapes`` and ``dtype`` must agree across ranks unless ``shapes_may_differ`` (gather,
     scatter, all_to_all with uneven splits); ``extra`` holds op-specific arguments that
     must agree (root, reduce op); ``local`` holds per-rank data checked by ``cross_check``.
+    ``sync``: the caller waits at once; ``fused``: the backend checks divergence inside the
+    data exchange (the digest rides on the payload), so no separate check round runs.
+    Neither is sent to peers. A plain ``__slots__`` class (not a frozen dataclass): one is
+    built per collective, and this keeps that cheap; treat it as immutable.
     """
 
-    op: str
-    group: str
-    seq: int
-    shapes: tuple = ()
-    dtype: str = ""
-    extra: tuple = ()
-    shapes_may_differ: bool = False
-    local: Any = None
-    cross_check: Callable[[Sequence["CollectiveDesc"]], str | None] | None = field(default=None, compare=False)
-    sync: bool = field(default=False, compare=False)  # the caller waits at once (not sent to peers)
+    __slots__ = ("op", "group", "seq", "shapes", "dtype", "extra", "shapes_may_differ", "local", "cross_check", "sync",
+                 "fused")
+
+    def __init__(self, op: str, group: str, seq: int, shapes: tuple = (), dtype: str = "", extra: tuple = (),
+                 shapes_may_differ: bool = False, local: Any = None,
+                 cross_check: Callable[[Sequence["CollectiveDesc"]], str | None] | None = None, sync: bool = False,
+                 fused: bool = False) -> None:
+        self.op, self.group, self.seq, self.shapes, self.dtype, self.extra = op, group, seq, shapes, dtype, extra
+        self.shapes_may_differ, self.local, self.cross_check, self.sync, self.fused = (
+            shapes_may_differ, local, cross_check, sync, fused)
+
+    def _fields(self) -> tuple:
+        return (self.op, self.group, self.seq, self.shapes, self.dtype, self.extra, self.shapes_may_differ, self.local)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CollectiveDesc):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return f"CollectiveDesc({self.summary()})"
 
     def key(self) -> tuple:
         """The part that every rank must agree on."""
         shapes = () if self.shapes_may_differ else self.shapes
         return (self.seq, self.op, shapes, self.dtype, self.extra)
+
+    def static_key(self) -> tuple:
+        """:meth:`key` without the sequence number (the same for every call of a training loop)."""
+        return (self.op, () if self.shapes_may_differ else self.shapes, self.dtype, self.extra)
 
     def summary(self) -> str:
         """A one-line description for error messages."""
@@ -219,6 +273,47 @@ def check_alltoall(descs: Sequence[CollectiveDesc]) -> str | None:
     return "; ".join(problems[:8]) or None
 
 
+_NO_CALLBACKS: list = []  # shared and never appended to (see Work._add_done_callback)
+
+
+class _DoneFlag:
+    """The part of ``threading.Event`` that ``Work`` uses, with the Event made only when a
+    thread actually has to block: a synchronous collective completes before anyone waits,
+    so it never pays for a Condition. Guarded by the owning Work's lock."""
+
+    __slots__ = ("_set", "_event", "_lock")
+
+    def __init__(self, lock: Any) -> None:
+        self._set = False
+        self._event: threading.Event | None = None
+        self._lock = lock
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def _mark(self) -> threading.Event | None:
+        """Set the flag (the caller holds the lock); return the Event to set, if a waiter made one."""
+        self._set = True
+        return self._event
+
+    def set(self) -> None:
+        with self._lock:
+            event = self._mark()
+        if event is not None:
+            event.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self._set:
+            return True
+        with self._lock:
+            if self._set:
+                return True
+            if self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        return event.wait(timeout)
+
+
 class Work:
     """A handle on a collective that may still be running (``async_op=True``).
 
@@ -232,11 +327,11 @@ class Work:
     def __init__(self, desc: Any = "", timeout: float | None = None) -> None:
         self._desc = desc
         self._timeout = timeout
-        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._done = _DoneFlag(self._lock)
         self._exc: BaseException | None = None
         self._result: Any = None
-        self._callbacks: list[Callable[["Work"], None]] = []
-        self._lock = threading.Lock()
+        self._callbacks: list[Callable[["Work"], None]] = _NO_CALLBACKS  # a list is made on the first callback
         self._future: Future | None = None
         self._t_start: float | None = None
 
@@ -249,15 +344,26 @@ class Work:
         """Run ``fn(self)`` on completion, before waiters wake (immediately if done)."""
         with self._lock:
             if not self._done.is_set():
+                if self._callbacks is _NO_CALLBACKS:
+                    self._callbacks = []
                 self._callbacks.append(fn)
                 return
         fn(self)
 
     def _complete(self, result: Any = None, exc: BaseException | None = None) -> None:
         with self._lock:
-            if self._done.is_set():
+            if self._done._set:
                 return
-            callbacks, self._callbacks = self._callbacks, []
+            callbacks, self._callbacks = self._callbacks, _NO_CALLBACKS
+            if not callbacks:  # the common case: done in one step
+                self._result, self._exc = result, exc
+                event, fut = self._done._mark(), self._future
+        if not callbacks:
+            if event is not None:
+                event.set()
+            if fut is not None:
+                self._settle(fut)
+            return
         self._result, self._exc = result, exc
         for fn in callbacks:
             if self._exc is not None:
@@ -267,8 +373,9 @@ class Work:
             except BaseException as e:  # a failing copy-back is this work's error
                 self._exc = e
         with self._lock:
-            self._done.set()
-            fut = self._future
+            event, fut = self._done._mark(), self._future
+        if event is not None:
+            event.set()
         if fut is not None:
             self._settle(fut)
 

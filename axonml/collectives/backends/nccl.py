@@ -5,7 +5,7 @@ Note on streams: every collective runs on the group's own CUDA stream. At submis
 group's stream waits for it, so the collective sees every kernel the caller queued
 before it, and the host never blocks. The NCCL calls and the tensor layer's copy-back
 are enqueued on the group's stream, then a completion event is recorded there. The
-:class:`~.nccl_support.NcclWork` returned completes on the host once the collective is
+:class:`~.nccl_work.NcclWork` returned completes on the host once the collective is
 *enqueued*; ``wait()`` makes the caller's current stream wait for the completion event
 (as PyTorch's NCCL backend does), ``wait(timeout)`` blocks the host polling that event,
 ``is_completed()`` queries it. The arrays a collective uses are kept alive until its
@@ -38,7 +38,6 @@ see :mod:`.nccl_support`.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
 import pickle
@@ -51,13 +50,13 @@ import numpy as np
 from ...errors import CollectiveError, CollectiveTimeout, DeviceError, RendezvousError
 from ..process_group import Meta, Post, ProcessGroup, p2p_result, register_backend
 from ..types import CollectiveDesc, ReduceOp, Work
-from .nccl_support import NcclWork, ReducePlan, bootstrap, load_runtime, nccl_available, pick_device, reduce_plan, store_allgather
+from .nccl_support import ReducePlan, bootstrap, load_runtime, nccl_available, pick_device, reduce_plan, store_allgather
+from .nccl_work import NcclWork, Watchdog
 
 __all__ = ["NcclProcessGroup", "nccl_available"]
 
 logger = logging.getLogger(__name__)
 
-_POLL_S = 0.005  # how often the watchdog looks at pending events
 _NOTE_S = 1.0  # how often it looks for a peer's abort note in the store
 
 
@@ -90,13 +89,10 @@ class NcclProcessGroup(ProcessGroup):
         dev = pick_device(rt, device)
         super().__init__(rank, size, name, timeout, global_ranks)
         self._rt, self.device_index, self._store = rt, dev, store
-        self._cv = threading.Condition(threading.Lock())
-        self._pending: collections.deque[list] = collections.deque()  # [event, works, t0, what, keep]
-        self._launching: tuple[float, Any] | None = None
-        self._stopping = False
+        self._abort_lock = threading.Lock()
         self._aborted = False
-        self._graveyard: list = []  # buffers of aborted collectives (kernels may still touch them)
         self._keep: list = []  # buffers of the collective being enqueued
+        self._next_note = 0.0
         self._prev_desc_key: str | None = None
         self._barrier_buf: Any = None
         try:
@@ -106,12 +102,21 @@ class NcclProcessGroup(ProcessGroup):
         except BaseException:
             self._worker.stop()
             raise
-        self._watchdog = threading.Thread(target=self._watch, name=f"axonml-nccl-watchdog-{name}-r{rank}", daemon=True)
-        self._watchdog.start()
+        self._watchdog = Watchdog(rt, self.timeout, self._where(), self._watch_check, self._set_broken)
         logger.info("rank=%d nccl group %r of %d ranks on cuda:%d (NCCL %d)", rank, name, size, dev, rt.version)
 
     def _where(self) -> str:
-        return f"nccl group {self.name!r} (rank {self._rank}, world rank {self.global_ranks[self._rank]}, cuda:{self.device_index})"
+        world = self.global_ranks[self._rank]
+        return f"nccl group {self.name!r} (rank {self._rank}, world rank {world}, cuda:{self.device_index})"
+
+    # -- host <-> device, for callers that hold host bytes (object collectives) --------------------------------
+    def to_device(self, array: np.ndarray) -> Any:
+        """A copy of the host ``array`` on this group's GPU (on the caller's current stream)."""
+        return self._rt.to_device(self.device_index, array)
+
+    def to_host(self, array: Any) -> np.ndarray:
+        """A NumPy copy of the device ``array`` (ordered after ``Work.wait()`` on the current stream)."""
+        return self._rt.to_host(array)
 
     # -- validation in the caller's thread (a bad argument never breaks the group) ------------------------
     def _check_arrays(self, what: str, arrays: Sequence[Any]) -> None:
@@ -173,7 +178,7 @@ class NcclProcessGroup(ProcessGroup):
 
     # -- submission: stream ordering and the Work -----------------------------------------------------------
     def _submit(self, desc: CollectiveDesc, run: Callable[[CollectiveDesc], Any], post: Post) -> Work:
-        work = NcclWork(desc, self.timeout, self._rt, self.device_index)
+        work = NcclWork(desc, self.timeout, self._rt, self.device_index, self._stream)
         work._ready = self._rt.record_current(self.device_index)  # the caller's queued kernels come first
 
         def enqueue() -> Any:
@@ -182,7 +187,7 @@ class NcclProcessGroup(ProcessGroup):
 
         def job(_: Any) -> Any:
             self._raise_if_broken(desc.op)
-            if self.check and self._size > 1:
+            if self.check and self._size > 1 and not desc.fused:
                 self._check(desc)
             return self._launch([work], desc, enqueue)
 
@@ -203,7 +208,7 @@ class NcclProcessGroup(ProcessGroup):
         works = []
         for kind, a, peer, tag, _p in ops:
             works.append(NcclWork(f"{kind}(peer={peer}, tag={tag}, shape={tuple(a.shape)})", self.timeout, self._rt,
-                                  self.device_index))
+                                  self.device_index, self._stream))
             works[-1]._ready = ready
         items = list(zip(ops, works))
 
@@ -216,14 +221,16 @@ class NcclProcessGroup(ProcessGroup):
                     nxt.work._started()
                     batch.extend(nxt.payload)
                     nxt = self._worker.take_next_if(_is_p2p)
-                results = self._launch([w for _op, w in batch], "send/recv", lambda: self._p2p(batch))
+                outcomes = self._launch([w for _op, w in batch], "send/recv", lambda: self._p2p(batch))
             except BaseException as exc:
                 for _op, w in batch[1:]:  # the worker fails the first one
                     w._complete(exc=exc)
                 raise
-            for (_op, w), res in zip(batch[1:], results[1:]):
-                w._complete(res)
-            return results[0]
+            for (_op, w), (res, err) in zip(batch[1:], outcomes[1:]):
+                w._complete(res, err)  # a failing post (copy-back) fails only its own Work
+            if outcomes[0][1] is not None:
+                raise outcomes[0][1]
+            return outcomes[0][0]
 
         submit = self._worker.run_inline if sync else self._worker.submit
         return [submit(job, works[0], items)] + works[1:]
@@ -235,26 +242,19 @@ class NcclProcessGroup(ProcessGroup):
         self._keep = keep
         rt, dev = self._rt, self.device_index
         try:
-            with rt.activate(dev, self._stream):
+            with rt.activate(dev, self._stream), self._watchdog.launching(what):
                 for ready in {id(w._ready): w._ready for w in works if w._ready is not None}.values():
                     rt.stream_wait(self._stream, ready)
-                with self._cv:
-                    self._launching = (time.monotonic(), what)
-                    self._cv.notify_all()
                 result = enqueue()
                 event = rt.record(dev, self._stream)
         except BaseException:
-            self._graveyard.append(keep)  # NCCL may have queued work on these already
+            self._watchdog.graveyard.append(keep)  # NCCL may have queued work on these already
             raise
         finally:
-            with self._cv:
-                self._launching = None
             self._keep = []
         for w in works:
             w._attach(event, keep)
-        with self._cv:
-            self._pending.append([event, works, time.monotonic(), what, keep])
-            self._cv.notify_all()
+        self._watchdog.add(event, works, what, keep)
         return result
 
     # -- helpers for the primitives (run inside _launch) ------------------------------------------------------
@@ -428,14 +428,21 @@ class NcclProcessGroup(ProcessGroup):
             time.sleep(pause)
             pause = min(2 * pause, 0.01)
 
-    def _p2p(self, items: list) -> list:
+    def _p2p(self, items: list) -> list[tuple[Any, BaseException | None]]:
+        """Send and receive ``items`` in one NCCL group call; return each one's (result, error)."""
         s = self._sp()
         with self._group():
             for (kind, a, peer, _tag, _post), _work in items:
                 if a.nbytes:
                     call = self._comm.send if kind == "send" else self._comm.recv
                     call(self._p(a), a.nbytes, self._u8, peer, s)
-        return [p2p_result(op) for op, _work in items]  # the posts' copies run on the group's stream
+        outcomes = []
+        for op, _work in items:  # the posts' copies run on the group's stream
+            try:
+                outcomes.append((p2p_result(op), None))
+            except Exception as exc:  # noqa: BLE001  (delivered to that Work's waiter)
+                outcomes.append((None, exc))
+        return outcomes
 
     # -- the divergence check, through the store ---------------------------------------------------------------------
     def _exchange_descs(self, desc: CollectiveDesc) -> list[CollectiveDesc]:
@@ -449,55 +456,21 @@ class NcclProcessGroup(ProcessGroup):
         self._prev_desc_key = f"{key}/{self._rank}"
         return got
 
-    # -- the watchdog ---------------------------------------------------------------------------------------------------
-    def _watch(self) -> None:
-        last_note = time.monotonic()
-        while True:
-            with self._cv:
-                while not (self._stopping or self._pending or self._launching):
-                    self._cv.wait()
-                if self._stopping:
-                    return
-            self._reap()
-            problem = self._problem()
-            if problem is None and time.monotonic() - last_note > _NOTE_S:
-                last_note = time.monotonic()
-                problem = self._peer_note()
-            if problem is not None:
-                self._fail(problem)
-            time.sleep(_POLL_S)
-
-    def _reap(self) -> None:
-        """Retire the collectives whose completion event fired (they finish in stream order)."""
-        done = []
-        with self._cv:
-            while self._pending and self._rt.event_done(self._pending[0][0]):
-                done.append(self._pending.popleft())
-        for entry in done:
-            for w in entry[1]:
-                w._gpu_done()
-
-    def _problem(self) -> BaseException | None:
+    # -- failure ---------------------------------------------------------------------------------------------------------
+    def _watch_check(self) -> BaseException | None:
+        """Polled by the watchdog while collectives are pending: NCCL's async error, a peer's abort note."""
         if self._error is not None:
             return None
-        check = getattr(self._comm, "check_async_error", None)
+        check = getattr(self._comm, "check_async_error", None)  # ncclCommGetAsyncError
         if check is not None:
             try:
                 check()
             except Exception as exc:  # noqa: BLE001  (an NcclError)
                 return CollectiveError(f"NCCL reported an asynchronous error in {self._where()}: {exc}; a peer may have "
                                        "died or lost its network; the communicator was aborted, destroy the group")
-        now = time.monotonic()
-        with self._cv:
-            head = self._pending[0] if self._pending else None
-            launching = self._launching
-        if head is not None and now - head[2] > self.timeout:
-            return CollectiveTimeout(f"{head[3]} in {self._where()} did not finish on the GPU within {self.timeout:g} s "
-                                     "(a peer is hung, dead or issued other collectives); the communicator was aborted, "
-                                     "destroy the group")
-        if launching is not None and now - launching[0] > self.timeout:
-            return CollectiveTimeout(f"{launching[1]} in {self._where()} was still being launched after {self.timeout:g} s "
-                                     "(NCCL blocked connecting to a peer); the communicator was aborted, destroy the group")
+        if time.monotonic() >= self._next_note:
+            self._next_note = time.monotonic() + _NOTE_S
+            return self._peer_note()
         return None
 
     def _peer_note(self) -> BaseException | None:
@@ -512,21 +485,8 @@ class NcclProcessGroup(ProcessGroup):
             return None
         return CollectiveError(f"{self._where()}: a peer failed and aborted the group: {note}")
 
-    def _fail(self, exc: BaseException) -> None:
-        self._set_broken(exc)  # -> _on_broken, once
-        self._fail_pending(exc)
-
-    def _fail_pending(self, exc: BaseException) -> None:
-        with self._cv:
-            entries = list(self._pending)
-            self._pending.clear()
-        for entry in entries:
-            self._graveyard.append(entry[4])
-            for w in entry[1]:
-                w._fail_async(exc)
-
     def _abort_comm(self) -> None:
-        with self._cv:
+        with self._abort_lock:
             if self._aborted:
                 return
             self._aborted = True
@@ -542,32 +502,21 @@ class NcclProcessGroup(ProcessGroup):
             self._store.compare_set(f"nccl/{self._gen}/abort", "", note[:4000])
         except Exception as err:  # noqa: BLE001
             logger.warning("rank=%d nccl group %r: could not post the abort note: %s", self._rank, self.name, err)
-        self._fail_pending(exc)
+        self._watchdog.fail_pending(exc)
 
     # -- life cycle ----------------------------------------------------------------------------------------------------------
     def _close(self) -> None:
-        deadline = time.monotonic() + (self.timeout if self._error is None else 0.0)
-        while time.monotonic() < deadline:
-            self._reap()
-            with self._cv:
-                if not self._pending:
-                    break
-            time.sleep(_POLL_S)
-        with self._cv:
-            leftover = bool(self._pending)
-        if leftover or self._error is not None:
+        finished = self._watchdog.drain(self.timeout if self._error is None else 0.0)
+        if not finished or self._error is not None:
             self._abort_comm()
-            self._fail_pending(self._error or CollectiveTimeout(f"{self._where()} was destroyed with collectives unfinished "
-                                                                f"after {self.timeout:g} s"))
+            self._watchdog.fail_pending(self._error or CollectiveTimeout(
+                f"{self._where()} was destroyed with collectives unfinished after {self.timeout:g} s"))
         else:
             try:
                 self._comm.destroy()
             except Exception as exc:  # noqa: BLE001
                 logger.warning("rank=%d destroying the NCCL communicator of group %r failed: %s", self._rank, self.name, exc)
-        with self._cv:
-            self._stopping = True
-            self._cv.notify_all()
-        self._watchdog.join(2.0)
+        self._watchdog.stop()
 
 
 def _factory(store: Any, rank: int, size: int, timeout: float, name: str, global_ranks: Sequence[int] | None = None

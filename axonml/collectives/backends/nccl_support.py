@@ -1,5 +1,5 @@
-"""Helpers of the ``nccl`` backend: loading CuPy/NCCL, the dtype and reduce-op tables, the
-bootstrap through the store, and :class:`NcclWork` (stream semantics).
+"""Helpers of the ``nccl`` backend: loading CuPy/NCCL, the dtype and reduce-op tables, and the
+bootstrap through the store (:mod:`.nccl_work` holds the Work and the watchdog).
 
 Note on the seam: every CuPy and NCCL call the backend makes goes through a
 :class:`CudaRuntime` (streams, events, pointers, the communicator). The real one wraps
@@ -28,19 +28,17 @@ import os
 import socket
 import threading
 import time
-from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 from ...errors import CollectiveError, CollectiveTimeout, DeviceError, DTypeError, RendezvousError
-from ..types import ReduceOp, Work, to_seconds
+from ..types import ReduceOp
 
 __all__ = [
     "INSTALL_HINT",
     "NCCL_DTYPES",
     "NCCL_OPS",
     "CudaRuntime",
-    "NcclWork",
     "ReducePlan",
     "bootstrap",
     "decode_unique_id",
@@ -49,6 +47,7 @@ __all__ = [
     "nccl_available",
     "pick_device",
     "reduce_plan",
+    "signed_unique_id",
     "store_allgather",
 ]
 
@@ -145,7 +144,7 @@ def reduce_plan(op: ReduceOp, dtype: str, user_dtype: str = "", version: int = A
 
 
 def _fmt(version: int) -> str:
-    major, rest = divmod(version, 10000 if version >= 20900 else 1000)
+    major, rest = divmod(version, 10000 if version >= 10000 else 1000)  # 2.9+: 21003; older: 2708
     return f"{major}.{rest // 100}.{rest % 100}"
 
 
@@ -218,15 +217,25 @@ class CudaRuntime:
     def ptr(self, a: Any) -> int:
         return int(a.data.ptr)
 
+    def to_device(self, device: int, a: Any) -> Any:
+        with self.cp.cuda.Device(device):
+            return self.cp.asarray(a)
+
+    def to_host(self, a: Any) -> Any:
+        return self.cp.asnumpy(a)
+
     # NCCL
     def const(self, name: str) -> int:
         return int(getattr(self.nccl, name))
 
-    def unique_id(self) -> tuple:
-        return tuple(self.nccl.get_unique_id())
+    def unique_id(self) -> bytes:
+        return encode_unique_id(self.nccl.get_unique_id())
 
-    def communicator(self, size: int, uid: tuple, rank: int) -> Any:
-        return self.nccl.NcclCommunicator(size, uid, rank)
+    def communicator(self, size: int, uid: bytes, rank: int) -> Any:
+        try:
+            return self.nccl.NcclCommunicator(size, uid, rank)  # CuPy >= 14: ``bytes commId``
+        except TypeError:
+            return self.nccl.NcclCommunicator(size, signed_unique_id(uid), rank)  # older: ``tuple commId``
 
     def group_start(self) -> None:
         self.nccl.groupStart()
@@ -302,18 +311,28 @@ def pick_device(rt: Any, device: int | None = None) -> int:
 # -- bootstrap through the store -----------------------------------------------------------------------------
 
 
-def encode_unique_id(uid: Sequence[int]) -> bytes:
-    """NCCL's unique id (CuPy gives 128 signed chars as ints) as 128 bytes for the store."""
-    if len(uid) != UNIQUE_ID_BYTES:
-        raise CollectiveError(f"nccl backend: an NCCL unique id has {UNIQUE_ID_BYTES} bytes, got {len(uid)}")
-    return bytes(int(x) & 0xFF for x in uid)
+def encode_unique_id(uid: bytes | Sequence[int]) -> bytes:
+    """NCCL's unique id as the 128 bytes kept in the store.
+
+    ``cupy.cuda.nccl.get_unique_id()`` returns ``bytes`` since CuPy 14 and a tuple of 128
+    signed chars (ints) before; both are accepted.
+    """
+    raw = bytes(uid) if isinstance(uid, (bytes, bytearray)) else bytes(int(x) & 0xFF for x in uid)
+    if len(raw) != UNIQUE_ID_BYTES:
+        raise CollectiveError(f"nccl backend: an NCCL unique id has {UNIQUE_ID_BYTES} bytes, got {len(raw)}")
+    return raw
 
 
-def decode_unique_id(raw: bytes) -> tuple:
-    """The inverse of :func:`encode_unique_id`: a tuple of signed chars for ``NcclCommunicator``."""
+def decode_unique_id(raw: bytes) -> bytes:
+    """Check a unique id read from the store (128 bytes) and return it."""
     if len(raw) != UNIQUE_ID_BYTES:
         raise CollectiveError(f"nccl backend: the unique id in the store has {len(raw)} bytes instead of "
                               f"{UNIQUE_ID_BYTES}; another job may share the store prefix")
+    return bytes(raw)
+
+
+def signed_unique_id(raw: bytes) -> tuple:
+    """The tuple of signed chars that ``NcclCommunicator`` took before CuPy 14."""
     return tuple(b - 256 if b > 127 else b for b in raw)
 
 
@@ -380,7 +399,7 @@ def bootstrap(store: Any, rank: int, size: int, timeout: float, name: str, rt: A
     return comm, gen
 
 
-def _create_bounded(rt: Any, size: int, uid: tuple, rank: int, device: int, deadline: float, what: str,
+def _create_bounded(rt: Any, size: int, uid: bytes, rank: int, device: int, deadline: float, what: str,
                     timeout: float) -> Any:
     box: dict[str, Any] = {}
 
@@ -401,125 +420,3 @@ def _create_bounded(rt: Any, size: int, uid: tuple, rank: int, device: int, dead
         raise CollectiveError(f"{what}: NCCL failed to create the communicator on rank {rank} (GPU {device}): "
                               f"{box['error']}") from box["error"]
     return box["comm"]
-
-
-def _set_future(fut: Future, result: Any = None, exc: BaseException | None = None) -> None:
-    """Settle ``fut`` unless another thread (the watchdog, the worker) already did."""
-    try:
-        if exc is not None:
-            fut.set_exception(exc)
-        else:
-            fut.set_result(result)
-    except InvalidStateError:
-        pass
-
-
-# -- Work with CUDA stream semantics ----------------------------------------------------------------------------
-
-
-class NcclWork(Work):
-    """A :class:`Work` whose collective runs on the group's CUDA stream.
-
-    The host side completes when the collective is *enqueued*; the GPU side when its
-    completion event fires. ``wait()`` makes the caller's current stream wait for that
-    event (it does not block the host, as in PyTorch's NCCL backend); ``wait(timeout)``
-    blocks the host, polling the event, and raises :class:`CollectiveTimeout` after
-    ``timeout``; ``is_completed()`` queries the event. A failure found later by the
-    group's watchdog (an NCCL async error, the group timeout) is raised by ``wait`` and
-    returned by ``exception()``. ``get_future()`` settles when the GPU work is done.
-    """
-
-    def __init__(self, desc: Any, timeout: float | None, rt: Any, device: int) -> None:
-        super().__init__(desc, timeout)
-        self._rt, self._device = rt, device
-        self._ready: Any = None  # event on the submitter's current stream
-        self._event: Any = None  # completion event on the group's stream
-        self._keep: Any = None  # arrays in use by the GPU until the event fires
-        self._async_exc: BaseException | None = None
-
-    # -- backend side ----------------------------------------------------------------------------
-    def _attach(self, event: Any, keep: Any) -> None:
-        self._event, self._keep = event, keep
-
-    def _gpu_done(self) -> None:
-        """Called by the watchdog once the event fired: release buffers, settle the future."""
-        with self._lock:
-            self._keep = None
-            fut = self._future
-        if fut is not None and self._done.is_set():
-            self._settle(fut)
-
-    def _fail_async(self, exc: BaseException) -> None:
-        with self._lock:
-            if self._async_exc is None:
-                self._async_exc = exc
-            fut = self._future
-        if fut is not None:
-            _set_future(fut, exc=exc)
-
-    def _settle(self, fut: Future) -> None:
-        exc = self._exc or self._async_exc
-        if exc is not None:
-            _set_future(fut, exc=exc)
-        elif self._event is None or self._rt.event_done(self._event):
-            _set_future(fut, self._result)
-        # else: the watchdog settles it when the event fires (_gpu_done)
-
-    # -- user side --------------------------------------------------------------------------------
-    def _gpu_finished(self) -> bool:
-        return self._event is None or self._rt.event_done(self._event)
-
-    def is_completed(self) -> bool:
-        """True once the collective finished on the GPU (or failed)."""
-        if not self._done.is_set():
-            return False
-        return self._exc is not None or self._async_exc is not None or self._gpu_finished()
-
-    def is_success(self) -> bool:
-        """True once the collective finished on the GPU without an error."""
-        return self.is_completed() and self._exc is None and self._async_exc is None
-
-    def exception(self) -> BaseException | None:
-        """The error of the collective (also one found after launch), or None."""
-        if self._async_exc is not None:
-            return self._async_exc
-        return super().exception()
-
-    def wait(self, timeout: Any = None) -> bool:
-        """Order the caller's current stream after the collective (``timeout=None``), or block
-        the host until the collective finished on the GPU (``timeout`` in seconds).
-
-        Raises:
-            CollectiveTimeout: not finished within ``timeout`` (it keeps running; the group's
-                watchdog aborts it after the group timeout).
-            CollectiveError: the collective failed.
-        """
-        t0 = time.monotonic()
-        super().wait(timeout)  # the launch (raises its error)
-        self._raise_async()
-        event = self._event
-        if event is None:
-            return True
-        if timeout is None:
-            if not self._rt.event_done(event):
-                self._rt.current_wait(self._device, event)
-            return True
-        limit = to_seconds(timeout)
-        pause = 1e-4
-        while not self._rt.event_done(event):
-            self._raise_async()
-            if time.monotonic() - t0 >= limit:
-                raise CollectiveTimeout(f"Work.wait: {self._desc or 'collective'} did not finish on the GPU within "
-                                        f"{limit:.1f} s; a peer may be slow, hung or issuing different collectives")
-            time.sleep(pause)
-            pause = min(2 * pause, 0.01)
-        self._raise_async()
-        return True
-
-    def synchronize(self) -> None:
-        """Block the host until the collective finished on the GPU (bounded by the group timeout)."""
-        self.wait(self._timeout if self._timeout is not None else 600.0)
-
-    def _raise_async(self) -> None:
-        if self._async_exc is not None:
-            raise self._async_exc

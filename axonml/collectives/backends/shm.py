@@ -23,7 +23,10 @@ and between "bump" and "read flags", closes the store-load window; the short nap
 safety net. Other architectures use sockets only.
 
 Note on results: every segment of a reduction is reduced by one rank, in rank order, and
-copied by the others, so every rank gets bit-identical values.
+copied by the others, so every rank gets bit-identical values. A small all-reduce
+(``small_bytes``) takes one phase instead: every rank publishes its data (and, when
+checked, its digest in the same phase), then every rank combines all contributions
+itself in rank order, which gives the same bits on every rank as well.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from typing import Callable
 import numpy as np
 
 from ...errors import CollectiveError, CollectiveTimeout
-from ..types import ReduceOp, finish_avg, reduce_into
+from ..types import ReduceOp, finish_avg, reduce_into, reduce_rows
 from .transport import C_WAKE, Mesh, PeerFailure
 
 __all__ = ["ShmChannel", "ShmUnavailable", "shm_possible", "SLOT_BYTES"]
@@ -49,9 +52,11 @@ logger = logging.getLogger(__name__)
 
 #: bytes per data slot (two per rank); also the pipeline chunk of shared-memory collectives
 SLOT_BYTES = 4 << 20
-_LINE = 64  # one cache line per rank: [phase, sleeping, digest A (2 x int64), digest B (2 x int64)]
+_LINE = 64  # one cache line per rank: [phase, sleeping, digest A (2 x int64), digest B (2 x int64), broken, -]
 _WORDS = _LINE // 8
+_BROKEN = 6  # word set by a rank whose group broke (after it sent ABORT): peers that pass a phase with it fail too
 _SPIN_S = 300e-6
+_YIELD_AFTER_S = 0.0  # then the spin yields the core between looks (a peer may share it)
 _NAP_MS = 2
 _FENCE = threading.Lock()
 
@@ -187,24 +192,53 @@ class ShmChannel:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         self.spin = n <= cores  # spinning needs a core per rank
         self.timeout = mesh.timeout
+        #: an all-reduce of at most this many bytes takes one phase (every rank reduces it all)
+        self.small_bytes = min(self.slot, max(64 << 10, (4 << 20) // n))
+        self._rows_cache: dict[tuple, np.ndarray] = {}
+        self._peer_words = [p * _WORDS for p in range(n) if p != self.rank]  # the peers' lines
+        self._all_words = [p * _WORDS for p in range(n)]
 
     # -- phases -------------------------------------------------------------------------------------
     def step(self, what: object) -> None:
         """Bump this rank's phase counter and wait until every rank reached the same phase."""
-        self.phase += 1
-        _fence()  # the data this rank wrote is visible before its bump
-        self._pv[self.rank * _WORDS] = self.phase
-        _fence()  # the bump is visible before we look for sleepers (pairs with the fence in _wait)
-        pv, n = self._pv, self.n
-        for p in range(n):
-            if pv[p * _WORDS + 1] and p != self.rank:
-                self.mesh.send_ctrl_to(p, C_WAKE)
-        self._wait(self.phase, what)
+        self.phase = phase = self.phase + 1
+        pv, fence = self._pv, _FENCE
+        fence.acquire()  # the data this rank wrote is visible before its bump
+        fence.release()
+        pv[self.rank * _WORDS] = phase
+        fence.acquire()  # the bump is visible before we look for sleepers (pairs with the fence in _wait)
+        fence.release()
+        for w in self._peer_words:
+            if pv[w + 1]:
+                self.mesh.send_ctrl_to(w // _WORDS, C_WAKE)
+        for w in self._all_words:
+            if pv[w] < phase:
+                self._wait(phase, what)
+                break
+        for w in self._peer_words:
+            if pv[w + _BROKEN]:
+                self._peer_broke(w // _WORDS, what)
+
+    def mark_broken(self) -> None:
+        """Tell the peers (through the segment) that this rank's group broke: a peer that
+        completes a phase with it raises instead of using what this rank left behind."""
+        try:
+            self._pv[self.rank * _WORDS + _BROKEN] = 1
+        except (ValueError, IndexError):
+            pass  # already closed
+
+    def _peer_broke(self, p: int, what: object) -> None:
+        """Raise the ABORT that rank ``p`` sent before it marked itself broken (or say so)."""
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            self.mesh.wait_ctrl(10)  # raises PeerFailure with p's reason (or a death)
+        raise PeerFailure(f"{what} in group {self.mesh.name!r}: {self.mesh.who(p)} failed (it marked the shared-memory "
+                          "segment broken) and cannot finish this collective")
 
     def _done(self, target: int) -> bool:
         pv = self._pv
-        for p in range(self.n):
-            if pv[p * _WORDS] < target:
+        for w in self._all_words:
+            if pv[w] < target:
                 return False
         return True
 
@@ -213,9 +247,13 @@ class ShmChannel:
             return
         t0 = time.monotonic()
         if self.spin:
-            while time.monotonic() - t0 < _SPIN_S:
+            now = t0
+            while now - t0 < _SPIN_S:
                 if self._done(target):
                     return
+                if now - t0 > _YIELD_AFTER_S:
+                    os.sched_yield()
+                now = time.monotonic()
         # Block: raise the sleeping flag, then re-check (a fence in between, so that a rank
         # bumping its counter either sees the flag and sends WAKE, or we see its bump).
         deadline = t0 + self.timeout
@@ -246,22 +284,72 @@ class ShmChannel:
             self._pv[flag] = 0
 
     # -- divergence check -----------------------------------------------------------------------------
-    def agree(self, digest: bytes, what: object) -> bool:
-        """Publish a 16-byte digest; True when every rank published the same one."""
-        d, self.d = self.d % 2, self.d + 1
-        self.digest[self.rank, d] = np.frombuffer(digest, dtype=np.int64)
+    def agree(self, digest: tuple[int, int], what: object) -> bool:
+        """Publish a digest (two signed 64-bit words); True when every rank published the same."""
+        d = self._put_digest(digest)
         self.step(what)
-        return bool((self.digest[:, d] == self.digest[self.rank, d]).all())
+        return self._same_digest(d, digest)
+
+    def _put_digest(self, digest: tuple[int, int]) -> int:
+        """Write ``digest`` into this rank's line (the two digest places alternate); return the offset."""
+        d = 2 + 2 * (self.d & 1)
+        self.d += 1
+        i = self.rank * _WORDS + d
+        self._pv[i], self._pv[i + 1] = digest
+        return d
+
+    def _same_digest(self, d: int, digest: tuple[int, int]) -> bool:
+        pv = self._pv
+        a, b = digest
+        for w in self._peer_words:
+            if pv[w + d] != a or pv[w + d + 1] != b:
+                return False
+        return True
 
     # -- collectives ----------------------------------------------------------------------------------
     def _slot(self) -> int:
         s, self.k = self.k % 2, self.k + 1
         return s
 
+    def _rows(self, s: int, dtype: np.dtype, count: int) -> np.ndarray:
+        """The ``(n, count)`` view of every rank's slot ``s`` as ``dtype`` (cached: a training loop
+        reuses a few)."""
+        key = (s, dtype, count)
+        rows = self._rows_cache.get(key)
+        if rows is None:
+            if len(self._rows_cache) > 64:
+                self._rows_cache.clear()
+            rows = self._rows_cache[key] = self.data[:, s, :count * dtype.itemsize].view(dtype)
+        return rows
+
+    def allreduce_small(self, flat: np.ndarray, op: ReduceOp, what: object, digest: tuple[int, int] | None = None
+                        ) -> bool:
+        """A one-phase all-reduce of at most :attr:`small_bytes`, with the divergence check's
+        ``digest`` (when given) published in the same phase. Returns False, having combined
+        nothing, when some rank published another digest."""
+        s = self.k & 1
+        self.k += 1
+        rows = self._rows_cache.get((s, flat.dtype, flat.size))
+        if rows is None:
+            rows = self._rows(s, flat.dtype, flat.size)
+        rows[self.rank] = flat
+        if digest is None:
+            self.step(what)
+        else:
+            d = self._put_digest(digest)
+            self.step(what)
+            if not self._same_digest(d, digest):
+                return False
+        reduce_rows(op, rows, flat)
+        return True
+
     def allreduce(self, flat: np.ndarray, op: ReduceOp, what: object) -> None:
         """One phase per chunk: after the phase of chunk k, rank r reduces its segment of chunk k
         into its result area, and copies out chunk k-1 (whose results every rank wrote before
         entering this phase); one more phase releases the last chunk."""
+        if flat.nbytes <= self.small_bytes:
+            self.allreduce_small(flat, op, what)
+            return
         n, r, isz = self.n, self.rank, flat.itemsize
         per = (self.slot // isz) // n * n  # elements per chunk, a multiple of n
         if per == 0:
@@ -356,6 +444,7 @@ class ShmChannel:
         self.step(what)
 
     def close(self) -> None:
+        self._rows_cache.clear()
         self._pv.release()
         del self.digest, self.data, self.result
         try:

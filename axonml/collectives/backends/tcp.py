@@ -18,6 +18,13 @@ per-rank sizes must be cross-checked (gather, scatter, all-to-all, uneven all-ga
 always run the full round. ``AXONML_CHECK_COLLECTIVES=0`` skips all this (a barrier
 still synchronizes).
 
+Small all-reduces (one array, at most a shared-memory slot or ``SMALL_BYTES`` on
+sockets) fold the check into the data exchange: the digest rides in the same shared-memory
+phase as the data, or in the same framed message as the payload, so the check costs no
+round of its own. Every rank still sees every digest before it combines anything; a rank
+whose peer ran another collective (a different frame size, another digest) runs the same
+second round and raises the same error.
+
 Note on point-to-point: a message is a header frame (tag, byte count) then the payload,
 on the pair's data connection, matched in order. Consecutive queued p2p operations are
 progressed together (``Exchange.more``), so ``isend`` then ``irecv`` on both ranks does
@@ -29,21 +36,26 @@ from __future__ import annotations
 import hashlib
 import logging
 import pickle
+import struct
 from typing import Any, Sequence
 
 import numpy as np
 
 from ...errors import CollectiveError
 from ..process_group import ProcessGroup, env_flag, p2p_done, register_backend
-from ..types import CollectiveDesc, ReduceOp, check_descs
+from ..types import CollectiveDesc, ReduceOp, check_descs, reduce_rows
 from . import algorithms as algo
 from .exchange import Exchange
 from .shm import ShmChannel, ShmUnavailable, shm_possible
-from .transport import HEADER, K_DESC, K_P2P, Mesh
+from .transport import HEADER, K_DESC, K_P2P, Mesh, as_bytes
 
 __all__ = ["TcpProcessGroup"]
 
 logger = logging.getLogger(__name__)
+
+_WIRE_DIGEST = struct.Struct("<qq")  # a 64-bit hash of what must agree, then the sequence number
+_DIGEST = _WIRE_DIGEST.size
+_STAGE = " (the description every rank sends before a collective: those ranks did not arrive)"
 
 
 def _by_dtype(arrays: list) -> list[list[int]]:
@@ -63,6 +75,7 @@ class TcpProcessGroup(ProcessGroup):
                  global_ranks: Sequence[int] | None = None) -> None:
         super().__init__(rank, size, name, timeout, global_ranks)
         self.shm: ShmChannel | None = None
+        self._digests: dict[tuple, int] = {}
         try:
             self.mesh = Mesh(store, rank, size, timeout, name, self.global_ranks)
         except BaseException:
@@ -85,11 +98,34 @@ class TcpProcessGroup(ProcessGroup):
         return "shm" if self.shm is not None else "socket"
 
     # -- divergence check --------------------------------------------------------------------------------
+    def _digest(self, desc: CollectiveDesc) -> tuple[int, int]:
+        """Two words every rank must agree on: a hash of (op, shapes, dtype, arguments), cached
+        (a training loop repeats a few collectives), and the sequence number."""
+        key = desc.static_key()
+        h = self._digests.get(key)
+        if h is None:
+            if len(self._digests) > 1024:
+                self._digests.clear()
+            raw = hashlib.blake2b(repr(key).encode(), digest_size=8).digest()
+            h = self._digests[key] = int.from_bytes(raw, "little", signed=True)
+        return h, desc.seq
+
+    def _fuse_check(self, op: str, arrays: Sequence[Any]) -> bool:
+        if not self.check or self._size == 1 or len(arrays) != 1:
+            return False
+        return arrays[0].nbytes <= (self.shm.small_bytes if self.shm is not None else algo.SMALL_BYTES)
+
+    def _mismatch(self, desc: CollectiveDesc) -> None:
+        """The digests differed: exchange full descriptions and raise (on every rank)."""
+        check_descs(self._exchange_descs(desc), desc)
+        raise CollectiveError(f"{desc} in group {self.name!r}: the ranks' check digests differ but their descriptions "
+                              "agree; the shared state of the group is corrupt")
+
     def _check(self, desc: CollectiveDesc) -> None:
-        digest = hashlib.blake2b(repr(desc.key()).encode(), digest_size=16).digest()
         if self.shm is not None:
-            same = self.shm.agree(digest, desc)
+            same = self.shm.agree(self._digest(desc), desc)
         else:
+            digest = _WIRE_DIGEST.pack(*self._digest(desc))
             same = desc.cross_check is None and all(
                 d == digest for d in self._exchange_frames(desc.seq, digest, desc, True))
         if not same or desc.cross_check is not None:
@@ -109,17 +145,13 @@ class TcpProcessGroup(ProcessGroup):
         got: list[Any] = [None] * n
         got[r] = payload
         ex = Exchange(self.mesh, what)
-        ex.stage = " (the description every rank sends before a collective: those ranks did not arrive)"
+        ex.stage = _STAGE
         headers = [bytearray(HEADER.size) for _ in range(n)]
 
         def on_header(p: int) -> None:
             kind, their_seq, nbytes = HEADER.unpack(headers[p])
             if kind != K_DESC:
-                raise CollectiveError(
-                    f"{what} in group {self.name!r}: {self.mesh.who(p)} sent a point-to-point message (tag {their_seq}, "
-                    f"{nbytes} bytes) where rank {r} expected the collective; sends/recvs and collectives must be "
-                    "issued in the same order on both ranks"
-                )
+                self._not_collective(p, their_seq, nbytes, what)
             body = bytearray(nbytes)
 
             def on_body() -> None:
@@ -137,8 +169,62 @@ class TcpProcessGroup(ProcessGroup):
         ex.run()
         return got
 
+    def _not_collective(self, p: int, tag: int, nbytes: int, what: object) -> None:
+        raise CollectiveError(
+            f"{what} in group {self.name!r}: {self.mesh.who(p)} sent a point-to-point message (tag {tag}, "
+            f"{nbytes} bytes) where rank {self._rank} expected the collective; sends/recvs and collectives must be "
+            "issued in the same order on both ranks"
+        )
+
+    def _allreduce_frames(self, flat: np.ndarray, op: ReduceOp, digest: tuple[int, int], desc: CollectiveDesc) -> bool:
+        """A small all-reduce over sockets with the check folded in: one framed message (digest,
+        then the data) to every peer. False (nothing combined) when some digest differs."""
+        n, r, nb = self._size, self._rank, flat.nbytes
+        got = np.empty((n, flat.size), dtype=flat.dtype)
+        got[r] = flat
+        digest = _WIRE_DIGEST.pack(*digest)
+        frame = b"".join((HEADER.pack(K_DESC, desc.seq, _DIGEST + nb), digest, as_bytes(flat)))
+        theirs = [digest] * n
+        headers = [bytearray(HEADER.size) for _ in range(n)]
+        ex = Exchange(self.mesh, desc)
+        ex.stage = _STAGE
+
+        def on_header(p: int) -> None:
+            kind, their_seq, nbytes = HEADER.unpack(headers[p])
+            if kind != K_DESC:
+                self._not_collective(p, their_seq, nbytes, desc)
+            if nbytes == _DIGEST + nb:  # the expected frame: straight into place
+                dig = bytearray(_DIGEST)
+                ex.recv(p, as_bytes(got[p]), None, front=True)
+                ex.recv(p, memoryview(dig), lambda: theirs.__setitem__(p, bytes(dig)), front=True)
+            else:  # another collective: read its whole frame (keeps the stream in step), then compare
+                body = bytearray(nbytes)
+                ex.recv(p, memoryview(body), lambda: theirs.__setitem__(p, bytes(body[:_DIGEST])), front=True)
+
+        for p in range(n):
+            if p != r:
+                ex.send(p, memoryview(frame))
+                ex.recv(p, memoryview(headers[p]), lambda p=p: on_header(p))
+        ex.run()
+        if any(d != digest for d in theirs):
+            return False
+        reduce_rows(op, got, flat)
+        return True
+
     # -- collectives ------------------------------------------------------------------------------------
     def _allreduce(self, arrays: list, op: ReduceOp, desc: CollectiveDesc) -> None:
+        if self._size == 1:
+            return  # AVG over one rank divides by one
+        if desc.fused:  # one array, small, checked: see _fuse_check
+            flat = arrays[0].reshape(-1)
+            digest = self._digest(desc)
+            if self.shm is not None:
+                ok = self.shm.allreduce_small(flat, op, desc, digest)
+            else:
+                ok = self._allreduce_frames(flat, op, digest, desc)
+            if not ok:
+                self._mismatch(desc)
+            return
         what = desc
         for idx in _by_dtype(arrays):
             parts = [arrays[i] for i in idx]
@@ -255,6 +341,8 @@ class TcpProcessGroup(ProcessGroup):
         # Relay even a peer's failure: a rank that reads this ABORT before it notices the
         # original death still learns (and names) the rank that died.
         self.mesh.abort(f"rank {self._rank} (world rank {self.global_ranks[self._rank]}): {exc}")
+        if self.shm is not None:  # after the ABORT, so that a peer that sees the mark can read the reason
+            self.shm.mark_broken()
 
     def _close(self) -> None:
         if self.shm is not None:
