@@ -34,6 +34,35 @@ def timeit(fn: Callable[[], Any], iters: int = 20, warmup: int = 3, inner: int =
     }
 
 
+def timeit_pair(
+    fn_ours: Callable[[], Any], fn_peer: Callable[[], Any], iters: int = 20, warmup: int = 3, inner: int = 1
+) -> tuple[dict, dict]:
+    """Time two functions with their samples interleaved (ours, peer, ours, ...), so a
+    burst of load on this shared machine hits both sides alike; returns (ours, peer)."""
+    for _ in range(warmup):
+        fn_ours()
+        fn_peer()
+    a: list = []
+    b: list = []
+    for _ in range(iters):
+        for fn, out in ((fn_ours, a), (fn_peer, b)):
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            out.append((time.perf_counter() - t0) / inner)
+    return _summary(a), _summary(b)
+
+
+def _summary(samples: list) -> dict:
+    samples = sorted(samples)
+    return {
+        "median_s": statistics.median(samples),
+        "p95_s": samples[min(len(samples) - 1, int(round(0.95 * (len(samples) - 1))))],
+        "min_s": samples[0],
+        "samples": len(samples),
+    }
+
+
 def compare(name: str, ours: dict, peer: dict, unit: str = "ms") -> dict:
     """A result row: both timings and the ratio ours/peer of medians (lower is better)."""
     scale = {"ms": 1e3, "us": 1e6, "s": 1.0}[unit]

@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from common import compare, timeit, write_results  # noqa: E402
+from common import compare, timeit_pair, write_results  # noqa: E402
 
 import axonml as ax  # noqa: E402
 
@@ -36,9 +36,7 @@ def small_ops() -> list:
     ]
     rows = []
     for name, f_ax, f_t in cases:
-        ours = timeit(f_ax, iters=30, warmup=200, inner=2000)
-        peer = timeit(f_t, iters=30, warmup=200, inner=2000)
-        rows.append(compare(name, ours, peer, unit="us"))
+        rows.append(compare(name, *timeit_pair(f_ax, f_t, iters=30, warmup=200, inner=2000), unit="us"))
     return rows
 
 
@@ -69,9 +67,7 @@ def mlp_fwd_bwd(width: int = 1024, batch: int = 64, layers: int = 4) -> dict:
         for p in tw + tbs:
             p.grad = None
 
-    return compare(
-        f"MLP {layers}x{width}, batch {batch}: fwd+bwd", timeit(run_ax, iters=30, warmup=5), timeit(run_t, iters=30, warmup=5)
-    )
+    return compare(f"MLP {layers}x{width}, batch {batch}: fwd+bwd", *timeit_pair(run_ax, run_t, iters=30, warmup=5))
 
 
 def matmul_block(n: int = 2048) -> dict:
@@ -90,9 +86,7 @@ def matmul_block(n: int = 2048) -> dict:
         (torch.relu(xt @ t1) @ t2).sum().backward()
         t1.grad = t2.grad = None
 
-    return compare(
-        f"matmul block {n}x{n} (2 matmuls + relu): fwd+bwd", timeit(run_ax, iters=20, warmup=2), timeit(run_t, iters=20, warmup=2)
-    )
+    return compare(f"matmul block {n}x{n} (2 matmuls + relu): fwd+bwd", *timeit_pair(run_ax, run_t, iters=20, warmup=2))
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from common import compare, timeit, write_results  # noqa: E402
+from common import compare, timeit_pair, write_results  # noqa: E402
 from models import copy_weights, small_cnn, tiny_gpt  # noqa: E402
 
 import axonml as ax  # noqa: E402
@@ -46,7 +46,7 @@ def bench(name: str, tm: torch.nn.Module, am: ax.nn.Module, t_inputs: tuple, a_i
     lt, la = step_t().item(), step_a().item()
     if not np.isclose(lt, la, rtol=1e-4):
         raise SystemExit(f"{name}: first losses differ: axonml {la} vs torch {lt}")
-    return compare(name, timeit(step_a, iters=iters, warmup=2), timeit(step_t, iters=iters, warmup=2))
+    return compare(name, *timeit_pair(step_a, step_t, iters=iters, warmup=2))
 
 
 def main() -> None:

@@ -27,6 +27,7 @@ tensors for it (only ops that need them set it, since it keeps them alive).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from ..errors import AutogradError, DeviceError
@@ -72,6 +73,12 @@ class Function(Node):
     _out_meta: tuple | None = None
 
     # -- ctx API ----------------------------------------------------------------------
+    @functools.cached_property
+    def needs_input_grad(self) -> tuple:
+        """One bool per forward argument: does backward need to produce its gradient?
+        (Derived from the graph edges on first use, so forward does not pay for it.)"""
+        return tuple([e is not None for e in self.next_functions])
+
     def save_for_backward(self, *arrays: Any) -> None:
         """Keep ``arrays`` for backward; in-place changes to them are detected."""
         self._saved = arrays
@@ -147,7 +154,6 @@ class Function(Node):
                 ]
             )
             ctx.next_functions = edges
-            ctx.needs_input_grad = tuple([e is not None for e in edges])
         else:
             need = False
         out = cls.forward(ctx, *raw, **kwargs) if kwargs else cls.forward(ctx, *raw)

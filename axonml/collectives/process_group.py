@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import abc
 import collections
+import itertools
 import logging
 import os
 import threading
@@ -239,8 +240,7 @@ class ProcessGroup(abc.ABC):
             raise ValueError(f"ProcessGroup {name!r}: rank {rank} outside [0, {size})")
         self._rank, self._size, self.name, self.timeout = rank, size, name, float(timeout)
         self.global_ranks = list(global_ranks) if global_ranks is not None else list(range(size))
-        self._seq = 0
-        self._seq_lock = threading.Lock()
+        self._seq = itertools.count(1)  # the sequence numbers of this group's collectives
         self._error: BaseException | None = None
         self._closed = False
         self.check = check_enabled()
@@ -296,14 +296,16 @@ class ProcessGroup(abc.ABC):
         return self._worker.submit(job, work)
 
     def _desc(self, op: str, arrays: Sequence[Any], meta: dict | None, extra: tuple = (), **kw: Any) -> CollectiveDesc:
-        meta = meta or _NO_META
-        with self._seq_lock:
-            self._seq += 1
-            seq = self._seq
+        if meta is None:
+            meta = _NO_META
+        seq = next(self._seq)  # atomic: one C call under the GIL
         shapes = meta.get("shapes") or tuple(a.shape for a in arrays)
         dtype = meta.get("dtype") or (_dtype_name(arrays[0].dtype) if arrays else "")
-        return CollectiveDesc(meta.get("op", op), self.name, seq, shapes, dtype, extra, sync=bool(meta.get("sync")),
-                              **kw)
+        if kw:
+            return CollectiveDesc(meta.get("op", op), self.name, seq, shapes, dtype, extra, sync=bool(meta.get("sync")),
+                                  **kw)
+        return CollectiveDesc(meta.get("op", op), self.name, seq, shapes, dtype, extra, False, None, None,
+                              meta.get("sync", False))
 
     def _fuse_check(self, op: str, arrays: Sequence[Any]) -> bool:
         """Backend hook: True when the backend checks divergence inside this collective's data
@@ -320,12 +322,12 @@ class ProcessGroup(abc.ABC):
 
     def broadcast(self, arrays: Sequence[Any], root: int, meta: Meta = None, post: Post = None) -> Work:
         """Copy ``root``'s arrays into every rank's arrays."""
-        desc = self._desc("broadcast", arrays, meta, (("root", root),))
+        desc = self._desc("broadcast", arrays, meta, (("root", root),), fused=self._fuse_check("broadcast", arrays))
         return self._submit(desc, lambda d: self._broadcast(list(arrays), root, d), post)
 
     def reduce(self, arrays: Sequence[Any], root: int, op: ReduceOp = ReduceOp.SUM, meta: Meta = None, post: Post = None) -> Work:
         """Reduce into ``root``'s arrays; the other ranks' arrays are unchanged."""
-        desc = self._desc("reduce", arrays, meta, (("root", root), ("op", op.name)))
+        desc = self._desc("reduce", arrays, meta, (("root", root), ("op", op.name)), fused=self._fuse_check("reduce", arrays))
         return self._submit(desc, lambda d: self._reduce(list(arrays), root, op, d), post)
 
     def allgather(self, output: Any, input: Any, counts: Sequence[int] | None = None, meta: Meta = None,
@@ -336,7 +338,8 @@ class ProcessGroup(abc.ABC):
         """
         counts = list(counts) if counts is not None else [input.size] * self._size
         desc = self._desc("all_gather", [input], meta, (("counts", tuple(counts)),), local=input.size,
-                          shapes_may_differ=True, cross_check=check_counts("input", counts))
+                          shapes_may_differ=True, cross_check=check_counts("input", counts),
+                          fused=self._fuse_check("all_gather", [input]))
         return self._submit(desc, lambda d: self._allgather(output.reshape(-1), input.reshape(-1), counts, d), post)
 
     def gather(self, input: Any, outputs: Sequence[Any] | None, root: int, meta: Meta = None, post: Post = None) -> Work:
@@ -357,7 +360,8 @@ class ProcessGroup(abc.ABC):
                        meta: Meta = None, post: Post = None) -> Work:
         """Reduce the flat ``input`` across ranks; rank i keeps segment i (``counts[i]`` elements)."""
         counts = list(counts) if counts is not None else [output.size] * self._size
-        desc = self._desc("reduce_scatter", [input], meta, (("op", op.name), ("counts", tuple(counts))))
+        desc = self._desc("reduce_scatter", [input], meta, (("op", op.name), ("counts", tuple(counts))),
+                          fused=self._fuse_check("reduce_scatter", [input]))
         return self._submit(desc, lambda d: self._reduce_scatter(output.reshape(-1), input.reshape(-1), op, counts, d), post)
 
     def alltoall(self, output: Any, input: Any, out_counts: Sequence[int], in_counts: Sequence[int],
@@ -381,7 +385,7 @@ class ProcessGroup(abc.ABC):
 
     def barrier(self, meta: Meta = None, post: Post = None) -> Work:
         """Complete once every rank has entered the barrier."""
-        desc = self._desc("barrier", [], meta)
+        desc = self._desc("barrier", [], meta, fused=self._fuse_check("barrier", []))
         return self._submit(desc, lambda d: self._barrier(d), post)
 
     def send(self, array: Any, dst: int, tag: int = 0) -> Work:

@@ -240,13 +240,19 @@ def check_descs(descs: Sequence[CollectiveDesc], mine: CollectiveDesc) -> None:
 
 
 def check_counts(what: str, counts: list[int]) -> Callable[[Sequence[CollectiveDesc]], str | None]:
-    """A cross-check: rank i's ``local`` (its element count) equals ``counts[i]``."""
+    """A cross-check: rank i's ``local`` (its element count) equals ``counts[i]``.
+
+    ``counts`` is part of the description every rank must agree on, so each rank can also
+    check its own part alone: the returned check has ``local_ok(rank, local) -> bool``,
+    which backends use to avoid a round of full descriptions (see the tcp backend).
+    """
     def check(descs: Sequence[CollectiveDesc]) -> str | None:
         bad = [(r, d.local, counts[r]) for r, d in enumerate(descs) if d.local != counts[r]]
         if bad:
             return "; ".join(f"rank {r} has {got} {what} elements but {want} were expected" for r, got, want in bad)
         return None
 
+    check.local_ok = lambda rank, local: local == counts[rank]  # type: ignore[attr-defined]
     return check
 
 

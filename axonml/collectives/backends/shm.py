@@ -46,7 +46,7 @@ from ...errors import CollectiveError, CollectiveTimeout
 from ..types import ReduceOp, finish_avg, reduce_into, reduce_rows
 from .transport import C_WAKE, Mesh, PeerFailure
 
-__all__ = ["ShmChannel", "ShmUnavailable", "shm_possible", "SLOT_BYTES"]
+__all__ = ["ShmChannel", "ShmUnavailable", "Diverged", "shm_possible", "SLOT_BYTES"]
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +104,11 @@ def _remove_orphans() -> None:
 
 class ShmUnavailable(Exception):
     """Shared memory could not be set up on every rank; the group uses sockets instead."""
+
+
+class Diverged(Exception):
+    """The ranks published different check digests in a phase (raised on every rank, before
+    any rank reads another's data); the caller exchanges full descriptions to explain it."""
 
 
 class ShmChannel:
@@ -195,12 +200,23 @@ class ShmChannel:
         #: an all-reduce of at most this many bytes takes one phase (every rank reduces it all)
         self.small_bytes = min(self.slot, max(64 << 10, (4 << 20) // n))
         self._rows_cache: dict[tuple, np.ndarray] = {}
+        #: a check digest to publish with the next phase (see :meth:`step`)
+        self.pending: tuple[int, int] | None = None
         self._peer_words = [p * _WORDS for p in range(n) if p != self.rank]  # the peers' lines
         self._all_words = [p * _WORDS for p in range(n)]
 
     # -- phases -------------------------------------------------------------------------------------
     def step(self, what: object) -> None:
-        """Bump this rank's phase counter and wait until every rank reached the same phase."""
+        """Bump this rank's phase counter and wait until every rank reached the same phase.
+
+        With a :attr:`pending` digest, publish it in this phase and raise :class:`Diverged`
+        after it when some rank published another: the divergence check rides on the first
+        phase of a collective, before anything another rank wrote is read.
+        """
+        digest = self.pending
+        if digest is not None:
+            self.pending = None
+            d = self._put_digest(digest)
         self.phase = phase = self.phase + 1
         pv, fence = self._pv, _FENCE
         fence.acquire()  # the data this rank wrote is visible before its bump
@@ -218,6 +234,8 @@ class ShmChannel:
         for w in self._peer_words:
             if pv[w + _BROKEN]:
                 self._peer_broke(w // _WORDS, what)
+        if digest is not None and not self._same_digest(d, digest):
+            raise Diverged()
 
     def mark_broken(self) -> None:
         """Tell the peers (through the segment) that this rank's group broke: a peer that
@@ -322,26 +340,17 @@ class ShmChannel:
             rows = self._rows_cache[key] = self.data[:, s, :count * dtype.itemsize].view(dtype)
         return rows
 
-    def allreduce_small(self, flat: np.ndarray, op: ReduceOp, what: object, digest: tuple[int, int] | None = None
-                        ) -> bool:
-        """A one-phase all-reduce of at most :attr:`small_bytes`, with the divergence check's
-        ``digest`` (when given) published in the same phase. Returns False, having combined
-        nothing, when some rank published another digest."""
+    def allreduce_small(self, flat: np.ndarray, op: ReduceOp, what: object) -> None:
+        """A one-phase all-reduce of at most :attr:`small_bytes` (a :attr:`pending` digest is
+        checked in that phase)."""
         s = self.k & 1
         self.k += 1
         rows = self._rows_cache.get((s, flat.dtype, flat.size))
         if rows is None:
             rows = self._rows(s, flat.dtype, flat.size)
         rows[self.rank] = flat
-        if digest is None:
-            self.step(what)
-        else:
-            d = self._put_digest(digest)
-            self.step(what)
-            if not self._same_digest(d, digest):
-                return False
+        self.step(what)
         reduce_rows(op, rows, flat)
-        return True
 
     def allreduce(self, flat: np.ndarray, op: ReduceOp, what: object) -> None:
         """One phase per chunk: after the phase of chunk k, rank r reduces its segment of chunk k

@@ -10,19 +10,21 @@ the peers when this rank fails. When all ranks of a group share a host (and
 barrier use shared memory; gather, scatter, all-to-all and send/recv use sockets.
 
 Note on the divergence check: every rank publishes a 16-byte digest of what must agree
-(sequence number, op, shapes, dtype, root, counts): in shared memory when the group has
-it, else as a framed message to every peer. Every rank sees every digest, so when they
-differ every rank runs a second round with full descriptions over the sockets and
-raises the same error; a rank that never arrives is named by the timeout. Ops whose
-per-rank sizes must be cross-checked (gather, scatter, all-to-all, uneven all-gather)
-always run the full round. ``AXONML_CHECK_COLLECTIVES=0`` skips all this (a barrier
-still synchronizes).
+(a hash of op, shapes, dtype, root, counts, cached per call site, and the sequence
+number): in shared memory when the group has it, else as a framed message to every peer.
+Every rank sees every digest, so when they differ every rank runs a second round with
+full descriptions over the sockets and raises the same error; a rank that never arrives
+is named by the timeout. All-gather's size check (each rank's input has its count) is
+local once the counts agree: a rank whose own part fails spoils its digest, which sends
+every rank to the full round. Gather, scatter and all-to-all sizes need the full round.
+``AXONML_CHECK_COLLECTIVES=0`` skips all this (a barrier still synchronizes).
 
-Small all-reduces (one array, at most a shared-memory slot or ``SMALL_BYTES`` on
-sockets) fold the check into the data exchange: the digest rides in the same shared-memory
-phase as the data, or in the same framed message as the payload, so the check costs no
-round of its own. Every rank still sees every digest before it combines anything; a rank
-whose peer ran another collective (a different frame size, another digest) runs the same
+The check costs no round of its own where it can ride on the data: on shared memory,
+every collective publishes its digest in its first phase (:attr:`.shm.ShmChannel.pending`)
+and every rank compares digests before it reads anything another rank wrote; over
+sockets, a small all-reduce (one array, at most ``SMALL_BYTES``) sends the digest in the
+same framed message as its payload. A rank whose peer ran another collective (another
+digest, another frame size) still reads the peer's whole frame, then runs the same
 second round and raises the same error.
 
 Note on point-to-point: a message is a header frame (tag, byte count) then the payload,
@@ -46,7 +48,7 @@ from ..process_group import ProcessGroup, env_flag, p2p_done, register_backend
 from ..types import CollectiveDesc, ReduceOp, check_descs, reduce_rows
 from . import algorithms as algo
 from .exchange import Exchange
-from .shm import ShmChannel, ShmUnavailable, shm_possible
+from .shm import Diverged, ShmChannel, ShmUnavailable, shm_possible
 from .transport import HEADER, K_DESC, K_P2P, Mesh, as_bytes
 
 __all__ = ["TcpProcessGroup"]
@@ -55,6 +57,8 @@ logger = logging.getLogger(__name__)
 
 _WIRE_DIGEST = struct.Struct("<qq")  # a 64-bit hash of what must agree, then the sequence number
 _DIGEST = _WIRE_DIGEST.size
+#: collectives whose check rides on their first shared-memory phase
+_SHM_FUSED = frozenset({"all_reduce", "broadcast", "reduce", "all_gather", "reduce_scatter", "barrier"})
 _STAGE = " (the description every rank sends before a collective: those ranks did not arrive)"
 
 
@@ -110,10 +114,22 @@ class TcpProcessGroup(ProcessGroup):
             h = self._digests[key] = int.from_bytes(raw, "little", signed=True)
         return h, desc.seq
 
+    def _checked_digest(self, desc: CollectiveDesc) -> tuple[int, int]:
+        """:meth:`_digest`, spoiled when this rank's own part of a cross-check fails (e.g. an
+        all-gather input whose size is not this rank's count): every rank then sees digests
+        that differ and runs the full round, which names the problem on every rank."""
+        h, seq = self._digest(desc)
+        cc = desc.cross_check
+        if cc is not None and not cc.local_ok(self._rank, desc.local):
+            h ^= 1
+        return h, seq
+
     def _fuse_check(self, op: str, arrays: Sequence[Any]) -> bool:
-        if not self.check or self._size == 1 or len(arrays) != 1:
+        if not self.check or self._size == 1:
             return False
-        return arrays[0].nbytes <= (self.shm.small_bytes if self.shm is not None else algo.SMALL_BYTES)
+        if self.shm is not None:  # the digest rides on the collective's first phase
+            return op in _SHM_FUSED
+        return op == "all_reduce" and len(arrays) == 1 and arrays[0].nbytes <= algo.SMALL_BYTES
 
     def _mismatch(self, desc: CollectiveDesc) -> None:
         """The digests differed: exchange full descriptions and raise (on every rank)."""
@@ -122,14 +138,38 @@ class TcpProcessGroup(ProcessGroup):
                               "agree; the shared state of the group is corrupt")
 
     def _check(self, desc: CollectiveDesc) -> None:
+        cc = desc.cross_check
+        if cc is not None and getattr(cc, "local_ok", None) is None:
+            check_descs(self._exchange_descs(desc), desc)  # rooted and all-to-all sizes: the full round
+            return
+        digest = self._checked_digest(desc)
         if self.shm is not None:
-            same = self.shm.agree(self._digest(desc), desc)
+            same = self.shm.agree(digest, desc)
         else:
-            digest = _WIRE_DIGEST.pack(*self._digest(desc))
-            same = desc.cross_check is None and all(
-                d == digest for d in self._exchange_frames(desc.seq, digest, desc, True))
-        if not same or desc.cross_check is not None:
-            check_descs(self._exchange_descs(desc), desc)
+            packed = _WIRE_DIGEST.pack(*digest)
+            same = all(d == packed for d in self._exchange_frames(desc.seq, packed, desc, True))
+        if not same:
+            self._mismatch(desc)
+
+    def _on_shm(self, desc: CollectiveDesc, fn: Any, *args: Any) -> None:
+        """Run the shared-memory collective ``fn(*args)``; when ``desc.fused``, with the check's
+        digest in its first phase (or in a phase of its own when it moves nothing)."""
+        shm = self.shm
+        if not desc.fused:
+            fn(*args)
+            return
+        digest = self._checked_digest(desc)
+        shm.pending = digest
+        try:
+            fn(*args)
+            if shm.pending is not None:  # no phase ran (empty tensors): the check alone
+                shm.pending = None
+                if not shm.agree(digest, desc):
+                    raise Diverged()
+        except Diverged:
+            self._mismatch(desc)
+        finally:
+            shm.pending = None
 
     def _exchange_descs(self, desc: CollectiveDesc) -> list[CollectiveDesc]:
         payload = pickle.dumps(desc.to_wire(), protocol=pickle.HIGHEST_PROTOCOL)
@@ -215,16 +255,18 @@ class TcpProcessGroup(ProcessGroup):
     def _allreduce(self, arrays: list, op: ReduceOp, desc: CollectiveDesc) -> None:
         if self._size == 1:
             return  # AVG over one rank divides by one
-        if desc.fused:  # one array, small, checked: see _fuse_check
-            flat = arrays[0].reshape(-1)
-            digest = self._digest(desc)
-            if self.shm is not None:
-                ok = self.shm.allreduce_small(flat, op, desc, digest)
+        if self.shm is not None:
+            if len(arrays) == 1:
+                self._on_shm(desc, self.shm.allreduce, arrays[0].reshape(-1), op, desc)
             else:
-                ok = self._allreduce_frames(flat, op, digest, desc)
-            if not ok:
+                self._on_shm(desc, self._allreduce_parts, arrays, op, desc)
+        elif desc.fused:  # one small array over sockets: see _fuse_check
+            if not self._allreduce_frames(arrays[0].reshape(-1), op, self._digest(desc), desc):
                 self._mismatch(desc)
-            return
+        else:
+            self._allreduce_parts(arrays, op, desc)
+
+    def _allreduce_parts(self, arrays: list, op: ReduceOp, desc: CollectiveDesc) -> None:
         what = desc
         for idx in _by_dtype(arrays):
             parts = [arrays[i] for i in idx]
@@ -240,23 +282,31 @@ class TcpProcessGroup(ProcessGroup):
                     off += a.size
 
     def _broadcast(self, arrays: list, root: int, desc: CollectiveDesc) -> None:
+        if self.shm is not None:
+            self._on_shm(desc, self._each, arrays, lambda a: self.shm.broadcast(a.reshape(-1), root, desc))
+            return
         for a in arrays:
-            if self.shm is not None:
-                self.shm.broadcast(a.reshape(-1), root, desc)
-            else:
-                algo.broadcast(self.mesh, a.reshape(-1), root, desc)
+            algo.broadcast(self.mesh, a.reshape(-1), root, desc)
+
+    @staticmethod
+    def _each(arrays: list, fn: Any) -> None:
+        for a in arrays:
+            fn(a)
 
     def _reduce(self, arrays: list, root: int, op: ReduceOp, desc: CollectiveDesc) -> None:
-        for a in arrays:
-            flat = a.reshape(-1)
-            if self.shm is not None:
+        if self.shm is not None:
+            def one(a: Any) -> None:
+                flat = a.reshape(-1)
                 self.shm.reduce_scatter(flat, flat, op, algo.even_counts(flat.size, self._size), desc, root)
-            else:
-                algo.reduce(self.mesh, flat, root, op, desc)
+
+            self._on_shm(desc, self._each, arrays, one)
+            return
+        for a in arrays:
+            algo.reduce(self.mesh, a.reshape(-1), root, op, desc)
 
     def _allgather(self, output: Any, input: Any, counts: list[int], desc: CollectiveDesc) -> None:
         if self.shm is not None:
-            self.shm.allgather(output, input, counts, desc)
+            self._on_shm(desc, self.shm.allgather, output, input, counts, desc)
         else:
             algo.allgather(self.mesh, output, input, counts, desc)
 
@@ -268,7 +318,7 @@ class TcpProcessGroup(ProcessGroup):
 
     def _reduce_scatter(self, output: Any, input: Any, op: ReduceOp, counts: list[int], desc: CollectiveDesc) -> None:
         if self.shm is not None:
-            self.shm.reduce_scatter(output, input, op, counts, desc)
+            self._on_shm(desc, self.shm.reduce_scatter, output, input, op, counts, desc)
         else:
             algo.reduce_scatter(self.mesh, output, input, op, counts, desc)
 
@@ -276,6 +326,9 @@ class TcpProcessGroup(ProcessGroup):
         algo.alltoall(self.mesh, output, input, out_counts, in_counts, desc)
 
     def _barrier(self, desc: CollectiveDesc) -> None:
+        if desc.fused:
+            self._on_shm(desc, self.shm.barrier, desc)  # the check's phase is the barrier
+            return
         if self.check or self._size == 1:
             return  # the divergence check that ran before this was a barrier already
         if self.shm is not None:
