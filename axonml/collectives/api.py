@@ -31,9 +31,9 @@ from ..data.distributed import register_world_provider
 from ..errors import CollectiveError, RendezvousError
 from .backends import mpi as _mpi  # registers "mpi" (mpi4py is imported only when a group starts)
 from .backends import nccl as _nccl  # noqa: F401  (registers "nccl"; CuPy is imported only when a group starts)
-from .backends.nccl_support import nccl_available
 from .backends import tcp as _tcp  # noqa: F401  (registers "tcp")
 from .backends import threaded as _threaded  # noqa: F401  (registers "threaded")
+from .backends.nccl_support import nccl_available
 from .process_group import ProcessGroup, env_flag, env_value, get_backend_factory
 from .types import to_seconds
 
