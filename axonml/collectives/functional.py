@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import DeviceError, DTypeError, ShapeError
+from ..runtime import get_array_module
 from ..tensor.tensor import Tensor
 from .api import resolve_group
 from .process_group import ProcessGroup
@@ -98,7 +99,7 @@ def read_array(t: Tensor, upcast: bool = False) -> Any:
     a = t._data
     if upcast:
         return a.astype(np.float32)
-    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
+    return a if a.flags.c_contiguous else get_array_module(a).ascontiguousarray(a)
 
 
 class Outputs:
@@ -114,7 +115,7 @@ class Outputs:
         if upcast:
             a = a.astype(np.float32)
         elif not a.flags.c_contiguous:
-            a = np.ascontiguousarray(a)
+            a = get_array_module(a).ascontiguousarray(a)
         self._pairs.append((t, a))
         return a
 
@@ -219,7 +220,7 @@ def all_gather(tensor_list: list[Tensor], tensor: Tensor, group: Any = None, asy
     outs_list = check_len(tensor_list, pg.size(), "all_gather", "tensor_list")
     check_same(tensor, outs_list, "all_gather", "tensor_list")
     n = tensor.numel()
-    flat = np.empty(n * pg.size(), dtype=tensor._data.dtype)
+    flat = get_array_module(tensor._data).empty(n * pg.size(), dtype=tensor._data.dtype)
     outs = Outputs()
     for i, t in enumerate(outs_list):
         outs.add_copy(t, flat[i * n:(i + 1) * n])
@@ -304,7 +305,8 @@ def reduce_scatter(output: Tensor, input_list: list[Tensor], op: ReduceOp = Redu
         raise ShapeError(f"reduce_scatter: output has {output.numel()} elements but input_list[{pg.rank()}] (this rank's "
                          f"segment) has {counts[pg.rank()]}")
     up = _upcast(output, pg)
-    flat = np.concatenate([read_array(t, up).reshape(-1) for t in lst]) if lst else np.empty(0, output._data.dtype)
+    xp = get_array_module(output._data)
+    flat = xp.concatenate([read_array(t, up).reshape(-1) for t in lst]) if lst else xp.empty(0, output._data.dtype)
     outs = Outputs()
     out = outs.add(output, up)
     outs.result = [output]
@@ -386,8 +388,9 @@ def all_to_all(output_tensor_list: list[Tensor], input_tensor_list: list[Tensor]
     check_same(ref, ins_list + outs_list, "all_to_all", "tensor lists", shape=False)
     in_counts = [t.numel() for t in ins_list]
     out_counts = [t.numel() for t in outs_list]
-    flat_in = np.concatenate([read_array(t).reshape(-1) for t in ins_list])
-    flat_out = np.empty(sum(out_counts), dtype=ref._data.dtype)
+    xp = get_array_module(ref._data)
+    flat_in = xp.concatenate([read_array(t).reshape(-1) for t in ins_list])
+    flat_out = xp.empty(sum(out_counts), dtype=ref._data.dtype)
     outs = Outputs()
     off = 0
     for t, c in zip(outs_list, out_counts):
