@@ -30,6 +30,9 @@ FLAGS: dict[str, Flag] = {
         Flag("AXONML_HOSTNAME", "", "host name a rank presents to its peers; ranks with different names use sockets"),
         Flag("AXONML_SOCKET_ADDR", "", "tcp backend: address peers use to reach this rank (default: route to MASTER_ADDR)"),
         Flag("AXONML_STORE_TOKEN", "", "job token of the gRPC store used by env:// and tcp:// rendezvous"),
+        Flag("AXONML_METRICS_PORT", "", "port of this worker's Prometheus metrics (the launcher sets base + local rank)"),
+        Flag("AXONML_METRICS_ADDR", "127.0.0.1", "interface the metrics exporters bind (0.0.0.0 to be scraped from other hosts)"),
+        Flag("AXONML_BACKEND", "", "backend init_process_group(backend='auto') picks (set by the launcher, the Ray adapter)"),
         Flag("AXONML_USE_AGENT_STORE", "0", "env://: the launcher already serves the store at MASTER_ADDR:MASTER_PORT"),
     )
 }

@@ -8,6 +8,14 @@ in the caller's thread, so the order of submission is the order of execution), b
 its :class:`CollectiveDesc`, and queues it on the group's :class:`CommWorker`; the
 backend implements the ``_``-prefixed primitives that run there.
 
+Note on metrics: :func:`set_collective_observer` installs a callback (the worker's metrics
+exporter, when ``AXONML_METRICS_PORT`` is set) that receives the op name, the bytes (by
+nccl-tests' size convention, :func:`collective_bytes`), the run time and the group size of
+every collective when it completes. With no observer the cost on the hot path is one
+attribute check (``self._observer is not None``). A backend with a path of its own that
+bypasses :meth:`ProcessGroup._submit` times it and calls :meth:`ProcessGroup._observe`
+under the same check.
+
 Note on failure: the first error inside a collective (a dead peer, a timeout, a
 divergence) breaks the group: that collective's ``Work`` carries the error and every
 later collective fails at once with a :class:`CollectiveError` that repeats the cause.
@@ -20,8 +28,11 @@ import abc
 import collections
 import itertools
 import logging
+import math
 import os
+import re
 import threading
+import time
 from typing import Any, Callable, Sequence
 
 from .._env import FLAGS, get_flag
@@ -39,6 +50,8 @@ __all__ = [
     "env_value",
     "p2p_done",
     "p2p_result",
+    "set_collective_observer",
+    "collective_bytes",
 ]
 
 logger = logging.getLogger(__name__)
@@ -79,6 +92,64 @@ def _dtype_name(dtype: Any) -> str:
     if name is None:
         name = _DTYPE_NAMES[dtype] = dtype.name
     return name
+
+
+# -- the metrics observer ---------------------------------------------------------------------
+
+_ITEMSIZES: dict[str, int] = {"bool": 1}
+
+
+def set_collective_observer(fn: Callable[[str, int, float, int], None] | None) -> Callable | None:
+    """Call ``fn(op, nbytes, seconds, group_size)`` after every collective that completes; None stops it.
+
+    ``init_process_group`` installs the worker's metrics exporter here when
+    ``AXONML_METRICS_PORT`` is set. ``fn`` runs on the thread that ran the collective; it
+    must be quick and must not raise (an error is logged and dropped). Returns the
+    previous observer. Example::
+
+        calls = []
+        set_collective_observer(lambda op, nbytes, s, n: calls.append((op, nbytes)))
+    """
+    if fn is not None and not callable(fn):
+        raise TypeError(f"set_collective_observer: expected a callable or None, got {type(fn).__name__}")
+    previous = ProcessGroup._observer
+    ProcessGroup._observer = staticmethod(fn) if fn is not None else None  # a plain function, never bound
+    return previous
+
+
+def _itemsize(dtype: str) -> int:
+    """Bytes per element of the dtype named ``dtype`` (``float32`` -> 4, ``bfloat16`` -> 2)."""
+    size = _ITEMSIZES.get(dtype)
+    if size is None:
+        bits = re.search(r"(\d+)", dtype)
+        size = _ITEMSIZES[dtype] = max(1, int(bits.group(1)) // 8) if bits else 1
+    return size
+
+
+def collective_bytes(desc: CollectiveDesc, group_size: int) -> int:
+    """The bytes of a collective by nccl-tests' convention: the buffer of an all-reduce,
+    broadcast or reduce; the whole output of an all-gather; the whole input of a
+    reduce-scatter or all-to-all; every rank's part of a gather or scatter."""
+    counts = next((v for k, v in desc.extra if k == "counts"), None) if "gather" in desc.op else None
+    if counts is not None:
+        elements = sum(counts)
+    else:
+        elements = sum(math.prod(s) for s in desc.shapes)
+        if desc.op in ("gather", "scatter"):
+            elements *= group_size
+    return elements * _itemsize(desc.dtype)
+
+
+def _observed(pg: ProcessGroup, job: Callable[[Any], Any], op: str, nbytes: Callable[[], int]) -> Callable[[Any], Any]:
+    """``job`` timed; the observer sees it when it succeeds (failures are errors, not samples)."""
+
+    def timed(j: Any) -> Any:
+        t0 = time.perf_counter()
+        result = job(j)
+        pg._observe(op, nbytes(), time.perf_counter() - t0)
+        return result
+
+    return timed
 
 
 # -- the backend registry ------------------------------------------------------------------
@@ -234,6 +305,8 @@ class ProcessGroup(abc.ABC):
     devices: tuple[str, ...] = ("cpu",)
     #: False: the tensor layer upcasts float16/bfloat16 to float32 for reductions.
     native_low_precision = False
+    #: ``observer(op, nbytes, seconds, group_size)`` of every group, or None (set by :func:`set_collective_observer`).
+    _observer: Callable[[str, int, float, int], None] | None = None
 
     def __init__(self, rank: int, size: int, name: str, timeout: float, global_ranks: Sequence[int] | None = None) -> None:
         if not 0 <= rank < size:
@@ -257,6 +330,15 @@ class ProcessGroup(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, rank={self._rank}, size={self._size})"
+
+    def _observe(self, op: str, nbytes: int, seconds: float) -> None:
+        """Report a completed collective to the observer (call only when ``self._observer is not None``)."""
+        fn = self._observer
+        if fn is not None:
+            try:
+                fn(op, nbytes, seconds, self._size)
+            except Exception as exc:  # noqa: BLE001  (metrics never fail a collective)
+                logger.warning("rank=%d collective observer %r failed on %s: %s", self._rank, fn, op, exc)
 
     # -- state ------------------------------------------------------------------------------
     def _set_broken(self, exc: BaseException) -> None:
@@ -291,6 +373,8 @@ class ProcessGroup(abc.ABC):
             # here, before the Work completes, so that the outputs are final when wait() returns
             return post() if post is not None else result
 
+        if self._observer is not None:  # metrics on: time it (off, this check is the only cost)
+            job = _observed(self, job, desc.op, lambda: collective_bytes(desc, self._size))
         if desc.sync:
             return self._worker.run_inline(job, work)
         return self._worker.submit(job, work)
@@ -420,6 +504,9 @@ class ProcessGroup(abc.ABC):
                 raise
             return p2p_result(j.payload[0][0])
 
+        if self._observer is not None:
+            name = ops[0][0] if len(ops) == 1 else "batch_isend_irecv"
+            job = _observed(self, job, name, lambda: sum(int(op[1].nbytes) for op in ops))
         # the first Work rides on the job; the backend completes the others (p2p_done)
         submit = self._worker.run_inline if sync else self._worker.submit
         return [submit(job, works[0], items)] + works[1:]
