@@ -6,6 +6,13 @@ have the highest priority, so a leaf's gradient is written, and its post-accumul
 hooks fire, as soon as it is complete: DDP launches bucket all-reduces from there while
 the rest of backward still runs.
 
+Note on end-of-backward callbacks: :func:`queue_callback`, called while a backward runs
+(from a hook), appends a function that runs once that backward has processed its whole
+graph, in the thread that called it, after grad mode is restored (PyTorch's
+``Variable._execution_engine.queue_callback``). DDP and FSDP finalise there: wait for
+the last bucket, write the averaged gradients back. Callbacks may queue further ones; they
+do not run when backward raised.
+
 Note on values: without ``create_graph`` gradients are raw arrays; with it they are
 Tensors and every node runs its ``differentiable_backward``. The engine only adds
 gradients, which works for both.
@@ -15,6 +22,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import threading
 from typing import Any, Sequence
 
 from ..errors import AutogradError, ShapeError
@@ -23,6 +31,28 @@ from .grad_mode import state as _grad_state
 from .variable import _ACCUMULATE_GRAD, TensorBase, make_tensor
 
 _INF = float("inf")
+_TLS = threading.local()  # .callbacks: a stack of lists, one per running backward of this thread
+
+
+def queue_callback(fn: Any) -> None:
+    """Run ``fn()`` once when the backward that is running now (in this thread) finishes.
+
+    Call it from a hook during backward. Example (DDP's end of backward)::
+
+        def hook(param):
+            if first_ready_in_this_backward:
+                ax.autograd.queue_callback(reducer.finalize)
+        p.register_post_accumulate_grad_hook(hook)
+
+    Raises:
+        AutogradError: no backward is running in this thread.
+    """
+    stack = getattr(_TLS, "callbacks", None)
+    if not stack:
+        raise AutogradError("queue_callback: no backward is running in this thread; call it from a hook during backward")
+    if not callable(fn):
+        raise TypeError(f"queue_callback: expected a callable, got {type(fn).__name__}")
+    stack[-1].append(fn)
 
 
 class AccumulateGrad(Node):
@@ -102,6 +132,20 @@ def _dependencies(roots: Sequence[Node]) -> dict:
     return deps
 
 
+def _run_callbacks(callbacks: list) -> None:
+    """Run the end-of-backward callbacks in order; ones they queue run too (their own list
+    is live while they run, as the backward's was)."""
+    stack = _TLS.callbacks
+    stack.append(callbacks)
+    try:
+        i = 0
+        while i < len(callbacks):
+            callbacks[i]()
+            i += 1
+    finally:
+        stack.pop()
+
+
 def run_backward(
     outputs: Sequence[TensorBase],
     grad_outputs: Sequence[Any],
@@ -145,6 +189,11 @@ def run_backward(
     heapq.heapify(heap)
     prev_mode = _grad_state.enabled
     _grad_state.enabled = create_graph
+    stack = getattr(_TLS, "callbacks", None)
+    if stack is None:
+        stack = _TLS.callbacks = []
+    callbacks: list = []
+    stack.append(callbacks)
     try:
         while heap:
             node = heapq.heappop(heap)[2]
@@ -192,6 +241,8 @@ def run_backward(
                     heapq.heappush(heap, (-nxt._seq, next(tie), nxt))
     finally:
         _grad_state.enabled = prev_mode
+        stack.pop()
+    _run_callbacks(callbacks)
 
     if inputs is None:
         return None

@@ -10,6 +10,7 @@ from .devices import (
     get_array_module,
     memory_stats,
     reset_peak_memory_stats,
+    resize_storage,
 )
 from .dtypes import DType, get_default_dtype, get_dtype, promote_types, result_type, set_default_dtype
 
@@ -27,6 +28,7 @@ __all__ = [
     "memory_stats",
     "promote_types",
     "reset_peak_memory_stats",
+    "resize_storage",
     "result_type",
     "set_default_dtype",
 ]

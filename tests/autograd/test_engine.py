@@ -252,3 +252,49 @@ def test_gradcheck_catches_a_wrong_backward():
 
     with pytest.raises(AutogradError, match="gradcheck failed"):
         ax.autograd.gradcheck(Wrong.apply, [ax.randn(3, dtype=ax.float64, requires_grad=True)])
+
+
+def test_queue_callback_runs_once_after_the_whole_backward():
+    import axonml.autograd as ag
+
+    a = ax.randn(3, requires_grad=True)
+    b = ax.randn(3, requires_grad=True)
+    log = []
+
+    def at_end():
+        # every leaf's gradient is in place when the callback runs
+        log.append(("end", a.grad is not None, b.grad is not None))
+        ag.queue_callback(lambda: log.append(("chained",)))
+
+    def hook(p):
+        log.append(("hook",))
+        if len(log) == 1:
+            ag.queue_callback(at_end)
+
+    a.register_post_accumulate_grad_hook(hook)
+    b.register_post_accumulate_grad_hook(hook)
+    ((a * 2).sum() + (b * 3).sum()).backward()
+    assert log == [("hook",), ("hook",), ("end", True, True), ("chained",)]
+    log.clear()
+    (a * b).sum().backward()  # a new backward queues afresh; nothing left over from the last
+    assert log == [("hook",), ("hook",), ("end", True, True), ("chained",)]
+
+
+def test_queue_callback_outside_backward_and_after_error():
+    import axonml.autograd as ag
+
+    with pytest.raises(AutogradError, match="no backward is running"):
+        ag.queue_callback(lambda: None)
+    a = ax.randn(2, requires_grad=True)
+    ran = []
+
+    def bad(g):
+        ag.queue_callback(lambda: ran.append(1))
+        raise RuntimeError("boom")
+
+    a.register_hook(bad)
+    with pytest.raises(RuntimeError, match="boom"):
+        (a * 2).sum().backward()
+    assert ran == []  # callbacks of a failed backward do not run
+    with pytest.raises(AutogradError, match="no backward is running"):
+        ag.queue_callback(lambda: None)  # and the failed backward left no stale frame

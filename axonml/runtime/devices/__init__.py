@@ -5,7 +5,7 @@ NumPy versus CuPy.
 """
 
 from .device import Device, as_device, cpu, cuda_available, cuda_device_count, get_array_module
-from .memory import memory_stats, reset_peak_memory_stats
+from .memory import memory_stats, reset_peak_memory_stats, resize_storage
 
 __all__ = [
     "Device",
@@ -16,4 +16,5 @@ __all__ = [
     "get_array_module",
     "memory_stats",
     "reset_peak_memory_stats",
+    "resize_storage",
 ]

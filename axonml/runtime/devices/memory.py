@@ -51,6 +51,17 @@ def new_storage(device_key: str, nbytes: int) -> Storage:
     return s
 
 
+def resize_storage(token: Storage, nbytes: int) -> None:
+    """Make ``token`` count ``nbytes`` from now on: its storage was released or refilled in
+    place (FSDP returns the pages of an unsharded parameter to the OS between uses)."""
+    st = token.stats
+    cur = st.current + nbytes - token.nbytes
+    st.current = cur
+    token.nbytes = nbytes
+    if cur > st.peak:
+        st.peak = cur
+
+
 def memory_stats(device: object = "cpu") -> dict[str, int]:
     """Return ``{"current_bytes", "peak_bytes", "num_allocs"}`` for ``device``.
 
