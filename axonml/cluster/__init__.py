@@ -16,6 +16,20 @@ from .file_store import FileStore
 from .grpc_server import GrpcStoreServer
 from .grpc_store import GrpcStore
 from .memory_store import MemoryStore
+from .env import WorkerEnv
+from .rendezvous import RendezvousClient, RendezvousConfig, RendezvousServer
 from .store_base import DEFAULT_TIMEOUT, PrefixStore, Store
 
-__all__ = ["DEFAULT_TIMEOUT", "FileStore", "GrpcStore", "GrpcStoreServer", "MemoryStore", "PrefixStore", "Store"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "FileStore",
+    "GrpcStore",
+    "GrpcStoreServer",
+    "MemoryStore",
+    "PrefixStore",
+    "RendezvousClient",
+    "RendezvousConfig",
+    "RendezvousServer",
+    "Store",
+    "WorkerEnv",
+]

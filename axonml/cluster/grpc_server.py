@@ -352,9 +352,22 @@ class GrpcStoreServer:
             failure.append(OSError("bind failed"))
             ready.set()
             return
+        self._add_services(server, port)
         await server.start()
+        tasks = [asyncio.get_running_loop().create_task(c) for c in self._background()]
         self._port = port
         self._stop_event = asyncio.Event()
         ready.set()
-        await self._stop_event.wait()
-        await server.stop(self._grace)
+        try:
+            await self._stop_event.wait()
+        finally:
+            for t in tasks:
+                t.cancel()
+            await server.stop(self._grace)
+
+    def _add_services(self, server: Any, port: int) -> None:
+        """Hook: add more servicers to ``server`` (bound to ``port``, not started yet)."""
+
+    def _background(self) -> list:
+        """Hook: coroutines to run on the server's loop while it serves (cancelled at stop)."""
+        return []

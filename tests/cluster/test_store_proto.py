@@ -31,16 +31,17 @@ def test_generated_code_has_no_drift(tmp_path):
     )
     written = _load_generator().generate(tmp_path)
     names = sorted(p.name for p in written)
-    assert names == ["store_pb2.py", "store_pb2_grpc.py"], names
+    assert names == ["rendezvous_pb2.py", "rendezvous_pb2_grpc.py", "store_pb2.py", "store_pb2_grpc.py"], names
     drifted = [name for name in names if (tmp_path / name).read_bytes() != (PACKAGE / name).read_bytes()]
     assert not drifted, f"axonml/cluster/_proto/{drifted} differ from what proto/*.proto generates; {HOW}"
     missing = sorted({p.name for p in PACKAGE.glob("*_pb2*.py")} - set(names))
     assert not missing, f"generated files without a .proto: {missing}; delete them or restore their .proto"
 
 
-def test_generated_imports_are_relative():
-    text = (PACKAGE / "store_pb2_grpc.py").read_text()
-    assert "from . import store_pb2 as" in text
+@pytest.mark.parametrize("name", ["store", "rendezvous"])
+def test_generated_imports_are_relative(name):
+    text = (PACKAGE / f"{name}_pb2_grpc.py").read_text()
+    assert f"from . import {name}_pb2 as" in text
     assert "from axonml" not in text
 
 
@@ -50,3 +51,11 @@ def test_descriptor_uses_a_unique_file_name():
     # a bare "store.proto" could clash with another library's file in protobuf's global pool
     assert store_pb2.DESCRIPTOR.name == "axonml/cluster/_proto/store.proto"
     assert store_pb2.DESCRIPTOR.package == "axonml.cluster.store"
+
+
+def test_rendezvous_descriptor_uses_a_unique_file_name():
+    from axonml.cluster._proto import rendezvous_pb2
+
+    assert rendezvous_pb2.DESCRIPTOR.name == "axonml/cluster/_proto/rendezvous.proto"
+    assert rendezvous_pb2.DESCRIPTOR.package == "axonml.cluster.rendezvous"
+    assert "Rendezvous" in rendezvous_pb2.DESCRIPTOR.services_by_name
