@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 run: $(STAMP)
-	$(PY) examples/train_mlp.py
+	OMP_NUM_THREADS=1 $(VENV)/bin/axonml-launch --standalone --nproc-per-node 2 examples/train_mlp.py
 
 test: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile tests

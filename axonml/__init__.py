@@ -7,7 +7,7 @@ The public surface, re-exported so that it reads on one screen::
     loss = (x @ w).relu().sum(); loss.backward()
 """
 
-from . import autograd, collectives, data, errors, nn, optim, runtime, serialize, tensor
+from . import autograd, collectives, data, ddp, errors, fsdp, nn, optim, runtime, serialize, tensor
 from .autograd import Function, autocast, enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled
 from .runtime import Device, get_default_dtype, memory_stats, reset_peak_memory_stats, set_default_dtype
 from .runtime.dtypes import (

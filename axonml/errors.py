@@ -54,5 +54,10 @@ class RendezvousError(AxonError, RuntimeError):
     """Rendezvous or store failure: refused token, stale generation, timeout."""
 
 
+class DDPError(AxonError, RuntimeError):
+    """A DistributedDataParallel usage error: models that differ across ranks, a parameter
+    that received no gradient, a backward run twice over one forward."""
+
+
 class StoreTimeout(RendezvousError, TimeoutError):
     """A store get/wait did not see its keys within the timeout."""

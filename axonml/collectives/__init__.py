@@ -15,7 +15,7 @@ one process, for tests; see :func:`axonml.collectives.testing.run_threaded`), an
 registered with :func:`register_backend`.
 """
 
-from . import api, differentiable, functional, p2p, process_group, types
+from . import api, differentiable, functional, p2p, process_group, sharded_tensor, types
 from .api import (
     GroupMember,
     destroy_process_group,
@@ -58,11 +58,19 @@ from .p2p import (
     send,
 )
 from .process_group import ProcessGroup, register_backend, registered_backends
+from .sharded_tensor import FlatShard, Replicate, Shard, ShardedTensor, distribute_tensor, shard_range
 from .types import CollectiveDesc, ReduceOp, Work
 
 group = GroupMember  # torch.distributed.group.WORLD
 
 __all__ = [
+    "FlatShard",
+    "Replicate",
+    "Shard",
+    "ShardedTensor",
+    "distribute_tensor",
+    "shard_range",
+    "sharded_tensor",
     "CollectiveDesc",
     "GroupMember",
     "P2POp",
