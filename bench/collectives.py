@@ -8,6 +8,9 @@ size / time; busbw = algbw * factor with factor 2(n-1)/n for all-reduce, (n-1)/n
 all-gather and reduce-scatter, 1 for broadcast. Medians and p95 over --iters timed
 iterations after warm-up. Memory-copy bandwidth is measured as the physical limit.
 Each system runs in its own fresh processes; MPI systems are started with mpiexec.
+``axonml-tcp-shared`` is the tcp backend on tensors allocated with
+``axonml.collectives.shared_empty`` (they live in shared memory and are read in place:
+the all-reduce tensor, the all-gather and reduce-scatter inputs, the broadcast tensor).
 """
 
 from __future__ import annotations
@@ -67,19 +70,28 @@ def worker(system: str, rank: int, world: int, sizes: list[int], iters: int, out
 
     n = world
     results = []
-    if system in ("axonml-tcp", "axonml-mpi"):
+    np.seterr(all="ignore")  # repeated sums of ones overflow to inf: same speed, no warnings
+    if system in ("axonml-tcp", "axonml-mpi", "axonml-tcp-shared"):
         import axonml as ax
         import axonml.collectives as dist
+        from axonml.collectives.shared_memory import shared_empty
 
-        dist.init_process_group(backend="tcp" if system == "axonml-tcp" else "mpi", timeout=600)
+        dist.init_process_group(backend="mpi" if system == "axonml-mpi" else "tcp", timeout=600)
         rank, n = dist.get_rank(), dist.get_world_size()
 
         def mk(count):
             return ax.from_numpy(np.ones(count, np.float32))
 
+        def mk_shared(count):
+            if system != "axonml-tcp-shared":
+                return mk(count)
+            t = shared_empty(count)
+            t.numpy()[:] = 1.0
+            return t
+
         def ops(count):
-            x, full = mk(count), mk(count)
-            shard = mk(max(count // n, 1))
+            x, full = mk_shared(count), mk_shared(count)
+            shard = mk_shared(max(count // n, 1))
             return {
                 "all_reduce": lambda: dist.all_reduce(x),
                 "all_gather": lambda: dist.all_gather_into_tensor(mk_out[0], shard),
@@ -145,6 +157,7 @@ def worker(system: str, rank: int, world: int, sizes: list[int], iters: int, out
         with open(out_path, "w") as f:
             json.dump(results, f)
     if system.startswith("axonml"):
+        del table, shard
         dist.destroy_process_group()
     elif system == "gloo":
         tdist.destroy_process_group()
@@ -220,7 +233,7 @@ def main() -> None:
     ap.add_argument("--ranks", type=int, nargs="+", default=[2, 4])
     ap.add_argument("--max-mib", type=int, default=256)
     ap.add_argument("--iters", type=int, default=20)
-    ap.add_argument("--systems", nargs="+", default=["axonml-tcp", "gloo", "axonml-mpi", "mpi4py"])
+    ap.add_argument("--systems", nargs="+", default=["axonml-tcp", "axonml-tcp-shared", "gloo", "axonml-mpi", "mpi4py"])
     ap.add_argument("--worker")
     ap.add_argument("--world", type=int)
     ap.add_argument("--rank", type=int, default=0)
@@ -262,7 +275,7 @@ def main() -> None:
                         "busbw_gbs": bus,
                     }
                     line += f" | {system} {r['median_s'] * 1e6:10.1f} / {bus:6.2f}"
-                for ours in ("axonml-tcp", "axonml-mpi"):
+                for ours in ("axonml-tcp", "axonml-tcp-shared", "axonml-mpi"):
                     for peer in ("gloo", "mpi4py"):
                         if ours in row and peer in row:
                             row[f"{ours}/{peer}_busbw_ratio"] = row[ours]["busbw_gbs"] / row[peer]["busbw_gbs"]

@@ -12,11 +12,11 @@ This package imports only the standard library, ``grpc``/``protobuf`` and
 never touches a GPU.
 """
 
+from .env import WorkerEnv
 from .file_store import FileStore
 from .grpc_server import GrpcStoreServer
 from .grpc_store import GrpcStore
 from .memory_store import MemoryStore
-from .env import WorkerEnv
 from .rendezvous import RendezvousClient, RendezvousConfig, RendezvousServer
 from .store_base import DEFAULT_TIMEOUT, PrefixStore, Store
 

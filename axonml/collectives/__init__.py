@@ -15,7 +15,7 @@ one process, for tests; see :func:`axonml.collectives.testing.run_threaded`), an
 registered with :func:`register_backend`.
 """
 
-from . import api, differentiable, functional, p2p, process_group, sharded_tensor, types
+from . import api, differentiable, functional, p2p, process_group, sharded_tensor, shared_memory, types
 from .api import (
     GroupMember,
     destroy_process_group,
@@ -59,6 +59,7 @@ from .p2p import (
 )
 from .process_group import ProcessGroup, register_backend, registered_backends
 from .sharded_tensor import FlatShard, Replicate, Shard, ShardedTensor, distribute_tensor, shard_range
+from .shared_memory import is_shared, shared_empty
 from .types import CollectiveDesc, ReduceOp, Work
 
 group = GroupMember  # torch.distributed.group.WORLD
@@ -71,6 +72,9 @@ __all__ = [
     "distribute_tensor",
     "shard_range",
     "sharded_tensor",
+    "is_shared",
+    "shared_empty",
+    "shared_memory",
     "CollectiveDesc",
     "GroupMember",
     "P2POp",

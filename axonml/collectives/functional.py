@@ -149,6 +149,9 @@ def meta(op: str, tensors: Sequence[Tensor], async_op: bool) -> dict:
 # -- reductions and broadcast -------------------------------------------------------------------
 
 
+_SYNC_META: dict = {}  # (shape, dtype) -> meta of a synchronous all_reduce (backends only read it)
+
+
 def all_reduce(tensor: Tensor, op: ReduceOp = ReduceOp.SUM, group: Any = None, async_op: bool = False) -> Work | None:
     """Reduce ``tensor`` across the ranks of ``group``, in place on every rank.
 
@@ -167,8 +170,13 @@ def all_reduce(tensor: Tensor, op: ReduceOp = ReduceOp.SUM, group: Any = None, a
     a = tensor._data
     if not a.flags.c_contiguous or _upcast(tensor, pg):
         return all_reduce_coalesced([tensor], op, group, async_op, _name="all_reduce")
-    pg.allreduce((a,), op, {"op": "all_reduce", "dtype": tensor.dtype.name, "shapes": (tuple(tensor.shape),),
-                            "sync": True}).wait()
+    key = (a.shape, tensor.dtype)
+    m = _SYNC_META.get(key)
+    if m is None:
+        if len(_SYNC_META) > 256:
+            _SYNC_META.clear()
+        m = _SYNC_META[key] = {"op": "all_reduce", "dtype": tensor.dtype.name, "shapes": (tuple(tensor.shape),), "sync": True}
+    pg.allreduce((a,), op, m).wait()
     tensor._vc[0] += 1
     return None
 

@@ -271,6 +271,7 @@ class CommWorker:
             try:
                 self._execute(job)
             finally:
+                job = None  # do not keep the finished job's arrays (shared buffers) alive until the next one
                 with self._cv:
                     self._busy = False
                     self._cv.notify_all()

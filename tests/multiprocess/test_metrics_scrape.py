@@ -60,10 +60,7 @@ class Job(threading.Thread):
 
 @pytest.mark.parametrize("path", [
     "sockets",
-    # the synchronous small all-reduce on shared memory runs outside ProcessGroup._submit;
-    # strict: this XPASSes (and fails) once backends/tcp.py reports it, then drop the mark
-    pytest.param("shm", marks=pytest.mark.xfail(strict=True, raises=AssertionError,
-                                                 reason="backends/tcp.py's shared-memory fast path does not call _observe yet")),
+    "shm",  # includes the synchronous small all-reduce that runs in the caller's thread
 ])
 def test_workers_are_scraped_during_the_run_and_the_counters_move(path):
     ports = [free_port()]

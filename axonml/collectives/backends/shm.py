@@ -4,29 +4,34 @@ Note on the segment: when every rank of a group runs on one host (same host name
 ``AXONML_HOSTNAME``) on x86-64, group rank 0 creates one file in ``/dev/shm``, the others
 map it, and rank 0 unlinks it as soon as all have mapped it (nothing leaks after a crash;
 a segment whose creator was killed in that short window carries its pid in its name and
-is removed by the next group that starts on the host). It holds, per rank, a 64-byte
-line of counters (phase counter, sleeping flag, divergence-check digests), two data
-slots of ``SLOT_BYTES`` and two result areas (a rank's reduced segment of an all-reduce
-chunk).
+is removed by the next group that starts on the host). It holds, per rank, a 128-byte
+line of counters (phase counter, sleeping flag, divergence-check digests, the location of
+a collective's shared-resident buffer), two staging slots and two result slots. Every
+buffer starts at a different offset modulo 4 KiB: buffers that sit at the same offset
+modulo a large power of two compete for the same cache sets and alias in the CPU's
+store-to-load check, which costs up to 4x in bandwidth.
 
 Note on synchronisation: a *phase* is "every rank has bumped its phase counter to p".
-Collectives are sequences of phases over chunks of ``SLOT_BYTES``, with two slots used
-alternately (double buffering): a rank writes a slot again only after a phase that every
-rank entered after it had finished reading that slot. A waiting rank spins on the
-counters for a moment (only when every rank has a core of its own), then *blocks*: it
-raises its sleeping flag and polls the group's control sockets, where a rank that bumps
-its counter sends a ``WAKE`` frame to the sleepers. Polling the control sockets also
-delivers deaths and ABORTs, so a waiting rank learns at once that a peer died. x86 keeps
-stores in program order, so a counter bump publishes the data written before it; a full
-fence (a locked instruction, via a lock) between "raise flag" and "re-read counters",
-and between "bump" and "read flags", closes the store-load window; the short nap is a
-safety net. Other architectures use sockets only.
+Collectives are sequences of phases over chunks, with two slots used alternately (double
+buffering): a rank writes a slot again only after a phase that every rank entered after
+it had finished reading that slot. A waiting rank spins on the counters for a moment
+(tightly only when every rank has a core of its own, else yielding the core between
+looks, so that ranks sharing cores take turns), then *blocks*: it raises its sleeping flag
+and polls the group's control sockets, where a rank that bumps its counter sends a
+``WAKE`` frame to the sleepers. Polling the control sockets also delivers deaths and
+ABORTs, so a waiting rank learns at once that a peer died. x86 keeps ordinary stores in
+program order; a full fence (a locked instruction, via a lock) before a bump also orders
+the non-temporal stores that large copies use, and one between "bump" and "read flags"
+(and between "raise flag" and "re-read counters") closes the store-load window; the short
+nap is a safety net. Other architectures use sockets only.
 
 Note on results: every segment of a reduction is reduced by one rank, in rank order, and
 copied by the others, so every rank gets bit-identical values. A small all-reduce
 (``small_bytes``) takes one phase instead: every rank publishes its data (and, when
 checked, its digest in the same phase), then every rank combines all contributions
-itself in rank order, which gives the same bits on every rank as well.
+itself in rank order, which gives the same bits on every rank as well. The chunked
+algorithms live in :mod:`.shm_collectives`; buffers that live in shared memory (and are
+read in place) in :mod:`.shm_arena`.
 """
 
 from __future__ import annotations
@@ -38,27 +43,36 @@ import platform
 import threading
 import time
 import uuid
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
-from ...errors import CollectiveError, CollectiveTimeout
-from ..types import ReduceOp, finish_avg, reduce_into, reduce_rows
+from ...errors import CollectiveTimeout
+from ..types import ReduceOp
+from . import shm_collectives as algo
+from .shm_collectives import UFUNCS
 from .transport import C_WAKE, Mesh, PeerFailure
 
-__all__ = ["ShmChannel", "ShmUnavailable", "Diverged", "shm_possible", "SLOT_BYTES"]
+__all__ = ["ShmChannel", "ShmUnavailable", "Diverged", "shm_possible", "map_segment", "stagger", "SLOT_BYTES"]
 
 logger = logging.getLogger(__name__)
 
-#: bytes per data slot (two per rank); also the pipeline chunk of shared-memory collectives
-SLOT_BYTES = 4 << 20
-_LINE = 64  # one cache line per rank: [phase, sleeping, digest A (2 x int64), digest B (2 x int64), broken, -]
+#: staging bytes per rank and slot (the pipeline chunk of the chunked shared-memory
+#: collectives): small enough that a chunk's staging and result buffers stay in the caches
+SLOT_BYTES = 1 << 20
+_LINE = 128  # bytes per rank: two cache lines (the adjacent-line prefetcher fetches pairs)
 _WORDS = _LINE // 8
-_BROKEN = 6  # word set by a rank whose group broke (after it sent ABORT): peers that pass a phase with it fail too
-_SPIN_S = 300e-6
-_YIELD_AFTER_S = 0.0  # then the spin yields the core between looks (a peer may share it)
+# words of a rank's line: phase, sleeping, digest A (2), digest B (2), broken, -, location (arena id, offset)
+_BROKEN = 6  # set by a rank whose group broke (after it sent ABORT): peers that pass a phase with it fail too
+LOC = 8
+_SPIN_S = 300e-6  # then block (a peer may be descheduled)
+_YIELD_S = 1e-3  # when ranks outnumber cores: yield between looks this long, then block
+_TIGHT_S = 30e-6  # spin without yielding the core this long first
 _NAP_MS = 2
 _FENCE = threading.Lock()
+_SHM_DIR = "/dev/shm"
+
+_AVG = ReduceOp.AVG
 
 
 def _fence() -> None:
@@ -66,7 +80,12 @@ def _fence() -> None:
     buffer on x86 (plain stores may otherwise pass later loads)."""
     _FENCE.acquire()
     _FENCE.release()
-_SHM_DIR = "/dev/shm"
+
+
+def stagger(offset: int, index: int) -> int:
+    """``offset`` rounded up to a page, plus ``index`` times nine cache lines (mod 4 KiB): the
+    start of the ``index``-th buffer of a segment, away from the others' cache sets."""
+    return -(-offset // 4096) * 4096 + (index * 9 * 64) % 4096
 
 
 def shm_possible(mesh: Mesh, enabled: bool) -> bool:
@@ -111,6 +130,74 @@ class Diverged(Exception):
     any rank reads another's data); the caller exchanges full descriptions to explain it."""
 
 
+def _create(size: int) -> str:
+    """Create and fully allocate a segment (so a full ``/dev/shm`` fails here, not with SIGBUS
+    later); return its path, or "" when that is not possible."""
+    _remove_orphans()
+    path = os.path.join(_SHM_DIR, f"axonml-{os.getpid()}-{uuid.uuid4().hex}")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        logger.warning("shared memory unavailable (%s)", exc)
+        return ""
+    try:
+        os.ftruncate(fd, size)
+        if hasattr(os, "posix_fallocate"):
+            os.posix_fallocate(fd, 0, size)
+        return path
+    except OSError as exc:
+        logger.warning("cannot allocate %d bytes in %s (%s)", size, _SHM_DIR, exc)
+        os.unlink(path)
+        return ""
+    finally:
+        os.close(fd)
+
+
+def map_segment(size: int, rank: int, exchange: Callable[[bytes], list[bytes]], create: Callable[[int], str] = _create,
+                init: Callable[[mmap.mmap], None] | None = None, extra: bytes = b"") -> tuple[mmap.mmap, list[bytes]]:
+    """Collectively create and map one segment of ``size`` bytes; unlink it once all mapped it.
+
+    Rank 0 creates it (and runs ``init`` on its mapping before anyone else sees it); every
+    rank maps it. ``extra`` is a small value every rank publishes in the final exchange;
+    returns the mapping and every rank's ``extra``. Raises :class:`ShmUnavailable` on
+    every rank when any rank failed.
+    """
+    path, fd, mm, status = "", -1, None, b"ok"
+    try:
+        if rank == 0:
+            path = create(size)
+            if path and init is not None:
+                fd = os.open(path, os.O_RDWR)
+                mm = mmap.mmap(fd, size)
+                init(mm)
+        name = exchange(path.encode())[0].decode()
+        if not name:
+            raise ShmUnavailable("rank 0 could not create the shared-memory segment")
+        try:
+            if mm is None:
+                fd = os.open(name, os.O_RDWR)
+                mm = mmap.mmap(fd, size)
+        except OSError as exc:  # e.g. hosts that share a name but not /dev/shm
+            status = f"rank {rank}: {exc}".encode()
+        statuses = exchange(status + b"|" + extra)  # every rank holds a mapping (or failed): the name can go
+        bad = [x.split(b"|", 1)[0].decode() for x in statuses if not x.startswith(b"ok|")]
+        if bad:
+            raise ShmUnavailable("; ".join(bad))
+        return mm, [x.split(b"|", 1)[1] for x in statuses]
+    except BaseException:
+        if mm is not None:
+            mm.close()
+        raise
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        if path:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+
 class ShmChannel:
     """Shared-memory collectives for a group whose ranks share a host.
 
@@ -123,87 +210,45 @@ class ShmChannel:
 
     @staticmethod
     def _create(size: int) -> str:
-        """Create and fully allocate the segment (so a full ``/dev/shm`` fails here, not with
-        SIGBUS later); return its path, or "" when that is not possible."""
-        _remove_orphans()
-        path = os.path.join(_SHM_DIR, f"axonml-{os.getpid()}-{uuid.uuid4().hex}")
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        except OSError as exc:
-            logger.warning("shared memory unavailable (%s); using sockets", exc)
-            return ""
-        try:
-            os.ftruncate(fd, size)
-            if hasattr(os, "posix_fallocate"):
-                os.posix_fallocate(fd, 0, size)
-            return path
-        except OSError as exc:
-            logger.warning("cannot allocate %d bytes in %s (%s); using sockets", size, _SHM_DIR, exc)
-            os.unlink(path)
-            return ""
-        finally:
-            os.close(fd)
+        return _create(size)
 
     def __init__(self, mesh: Mesh, exchange: Callable[[bytes], list[bytes]]) -> None:
         self.mesh, self.n, self.rank = mesh, mesh.size, mesh.rank
         n = self.n
-        # 4 MiB slots (fewer phases per byte), smaller for many ranks: at most ~128 MiB in all
-        self.slot = max(_LINE * n, min(SLOT_BYTES, (64 << 20) // n // _LINE * _LINE))
-        self.rslot = -(-self.slot // n // _LINE) * _LINE  # a rank's reduced segment of a chunk
-        size = n * _LINE + n * 2 * self.slot + n * 2 * self.rslot
-        path, fd, mm, status = "", -1, None, b"ok"
-        try:
-            if self.rank == 0:
-                path = self._create(size)
-            names = exchange(path.encode())
-            name = names[0].decode()
-            if not name:
-                raise ShmUnavailable("rank 0 could not create the shared-memory segment")
-            try:
-                if self.rank != 0:
-                    fd = os.open(name, os.O_RDWR)
-                else:
-                    fd = os.open(path, os.O_RDWR)
-                mm = mmap.mmap(fd, size)
-            except OSError as exc:  # e.g. hosts that share a name but not /dev/shm
-                status = f"rank {self.rank}: {exc}".encode()
-            statuses = exchange(status)  # every rank holds a mapping (or failed): the name can go
-            bad = [x.decode() for x in statuses if x != b"ok"]
-            if bad:
-                raise ShmUnavailable("; ".join(bad))
-        except ShmUnavailable:
-            if mm is not None:
-                mm.close()
-            raise
-        finally:
-            if fd >= 0:
-                os.close(fd)
-            if path:
-                try:
-                    os.unlink(path)
-                except FileNotFoundError:
-                    pass
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        self.spin = n <= cores  # spinning needs a core per rank
+        # staging per rank and slot: 1 MiB, so that a chunk's buffers stay in the caches (larger chunks
+        # measured slower here even when ranks share cores and phases cost context switches); less for many ranks
+        self.slot = max(64 << 10, min(SLOT_BYTES, (4 * SLOT_BYTES) // n))
+        self.rslot = -(-self.slot // n // 64) * 64  # a rank's reduced segment of an all-reduce chunk
+        offsets, off = [], stagger(n * _LINE, 0)
+        for i in range(n * 4):  # per rank: stage 0, stage 1, result 0, result 1
+            off = stagger(off, i + 1)
+            offsets.append(off)
+            off += self.slot if i % 4 < 2 else self.rslot
+        mm, _ = map_segment(off, self.rank, exchange, self._create)
         self.mm = mm
-        lines = np.ndarray((n, _WORDS), dtype=np.int64, buffer=self.mm)
-        self._pv = memoryview(self.mm)[:n * _LINE].cast("q")  # cheaper than NumPy for single words
-        self.digest = lines[:, 2:6].reshape(n, 2, 2)
-        self.data = np.ndarray((n, 2, self.slot), dtype=np.uint8, buffer=self.mm, offset=n * _LINE)
-        self.result = np.ndarray((n, 2, self.rslot), dtype=np.uint8, buffer=self.mm, offset=n * _LINE + n * 2 * self.slot)
+        self._pv = memoryview(mm)[:n * _LINE].cast("q")  # cheaper than NumPy for single words
+        u8 = np.ndarray((off,), dtype=np.uint8, buffer=mm)
+        self.stage = [[u8[offsets[4 * r + s]:offsets[4 * r + s] + self.slot] for s in range(2)] for r in range(n)]
+        self.result = [[u8[offsets[4 * r + 2 + s]:offsets[4 * r + 2 + s] + self.rslot] for s in range(2)] for r in range(n)]
         self.phase = 0
         # Slots and digests alternate across collectives: a rank writes slot s again two
         # chunks later, after a phase that every rank entered only when done reading it.
         self.k = 0
         self.d = 0
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        self.spin = n <= cores  # spinning needs a core per rank
         self.timeout = mesh.timeout
-        #: an all-reduce of at most this many bytes takes one phase (every rank reduces it all)
-        self.small_bytes = min(self.slot, max(64 << 10, (4 << 20) // n))
-        self._rows_cache: dict[tuple, np.ndarray] = {}
+        #: an all-reduce of at most this many bytes takes one phase (every rank reduces it all): measured
+        #: faster than the two phases of the chunked one up to 1 MiB with two ranks, 512 KiB with four
+        self.small_bytes = min(self.slot, (2 << 20) // n)
+        self._rows_cache: dict[tuple, tuple] = {}
         #: a check digest to publish with the next phase (see :meth:`step`)
         self.pending: tuple[int, int] | None = None
+        #: buffers that live in shared memory (:class:`.shm_arena.Arenas`), set by the group
+        self.arenas: Any = None
         self._peer_words = [p * _WORDS for p in range(n) if p != self.rank]  # the peers' lines
         self._all_words = [p * _WORDS for p in range(n)]
+        self._me = self.rank * _WORDS
 
     # -- phases -------------------------------------------------------------------------------------
     def step(self, what: object) -> None:
@@ -213,35 +258,41 @@ class ShmChannel:
         after it when some rank published another: the divergence check rides on the first
         phase of a collective, before anything another rank wrote is read.
         """
+        pv, fence, peers, me = self._pv, _FENCE, self._peer_words, self._me
         digest = self.pending
-        if digest is not None:
+        if digest is not None:  # (inlined _put_digest: this is the latency path)
             self.pending = None
-            d = self._put_digest(digest)
+            d = 2 + 2 * (self.d & 1)
+            self.d += 1
+            pv[me + d], pv[me + d + 1] = digest
         self.phase = phase = self.phase + 1
-        pv, fence = self._pv, _FENCE
-        fence.acquire()  # the data this rank wrote is visible before its bump
+        fence.acquire()  # the data this rank wrote (non-temporal stores too) is visible before its bump
         fence.release()
-        pv[self.rank * _WORDS] = phase
+        pv[me] = phase
         fence.acquire()  # the bump is visible before we look for sleepers (pairs with the fence in _wait)
         fence.release()
-        for w in self._peer_words:
+        late = False
+        for w in peers:
             if pv[w + 1]:
                 self.mesh.send_ctrl_to(w // _WORDS, C_WAKE)
-        for w in self._all_words:
             if pv[w] < phase:
-                self._wait(phase, what)
-                break
-        for w in self._peer_words:
+                late = True
+        if late:
+            self._wait(phase, what)
+        for w in peers:
             if pv[w + _BROKEN]:
                 self._peer_broke(w // _WORDS, what)
-        if digest is not None and not self._same_digest(d, digest):
-            raise Diverged()
+        if digest is not None:
+            a, b = digest
+            for w in peers:
+                if pv[w + d] != a or pv[w + d + 1] != b:
+                    raise Diverged()
 
     def mark_broken(self) -> None:
         """Tell the peers (through the segment) that this rank's group broke: a peer that
         completes a phase with it raises instead of using what this rank left behind."""
         try:
-            self._pv[self.rank * _WORDS + _BROKEN] = 1
+            self._pv[self._me + _BROKEN] = 1
         except (ValueError, IndexError):
             pass  # already closed
 
@@ -261,37 +312,44 @@ class ShmChannel:
         return True
 
     def _wait(self, target: int, what: object) -> None:
-        if self._done(target):
-            return
+        pv = self._pv
         t0 = time.monotonic()
         if self.spin:
-            now = t0
-            while now - t0 < _SPIN_S:
-                if self._done(target):
-                    return
-                if now - t0 > _YIELD_AFTER_S:
-                    os.sched_yield()
-                now = time.monotonic()
+            # a peer on its own core arrives within microseconds: a tight loop on each late counter first
+            for w in self._all_words:
+                spins = 0
+                while pv[w] < target:
+                    spins += 1
+                    if spins & 255 == 0 and time.monotonic() - t0 > _TIGHT_S:
+                        break
+        # then look between yields of the core (ranks that share cores take turns), then block
+        limit = _SPIN_S if self.spin else _YIELD_S
+        now = time.monotonic()
+        while now - t0 < limit:
+            if self._done(target):
+                return
+            os.sched_yield()
+            now = time.monotonic()
         # Block: raise the sleeping flag, then re-check (a fence in between, so that a rank
         # bumping its counter either sees the flag and sends WAKE, or we see its bump).
         deadline = t0 + self.timeout
-        flag = self.rank * _WORDS + 1
+        flag = self._me + 1
         try:
             while True:
-                self._pv[flag] = 1
+                pv[flag] = 1
                 _fence()
                 if self._done(target):
                     return
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    late = [r for r in range(self.n) if self._pv[r * _WORDS] < target]
+                    late = [r for r in range(self.n) if pv[r * _WORDS] < target]
                     raise CollectiveTimeout(
                         f"{what} in group {self.mesh.name!r} timed out on rank {self.rank} after {self.timeout:g} s: "
                         f"ranks {late} did not arrive (shared memory); they are slow, hung, or issued different "
                         "collectives"
                     )
                 self.mesh.wait_ctrl(min(_NAP_MS, max(1, int(left * 1000))))
-                gone = [r for r in self.mesh.left if self._pv[r * _WORDS] < target]
+                gone = [r for r in self.mesh.left if pv[r * _WORDS] < target]
                 if gone:
                     raise PeerFailure(
                         f"{what} in group {self.mesh.name!r}: {self.mesh.who(gone[0])} left the group "
@@ -299,9 +357,9 @@ class ShmChannel:
                         "same collectives before leaving"
                     )
         finally:
-            self._pv[flag] = 0
+            pv[flag] = 0
 
-    # -- divergence check -----------------------------------------------------------------------------
+    # -- divergence check and published locations ---------------------------------------------------
     def agree(self, digest: tuple[int, int], what: object) -> bool:
         """Publish a digest (two signed 64-bit words); True when every rank published the same."""
         d = self._put_digest(digest)
@@ -312,7 +370,7 @@ class ShmChannel:
         """Write ``digest`` into this rank's line (the two digest places alternate); return the offset."""
         d = 2 + 2 * (self.d & 1)
         self.d += 1
-        i = self.rank * _WORDS + d
+        i = self._me + d
         self._pv[i], self._pv[i + 1] = digest
         return d
 
@@ -324,138 +382,84 @@ class ShmChannel:
                 return False
         return True
 
-    # -- collectives ----------------------------------------------------------------------------------
-    def _slot(self) -> int:
-        s, self.k = self.k % 2, self.k + 1
-        return s
+    def publish(self, loc: tuple[int, int]) -> None:
+        """Put this rank's ``(arena id, byte offset)`` (or ``(-1, 0)``) into its line for the next phase.
 
-    def _rows(self, s: int, dtype: np.dtype, count: int) -> np.ndarray:
-        """The ``(n, count)`` view of every rank's slot ``s`` as ``dtype`` (cached: a training loop
-        reuses a few)."""
-        key = (s, dtype, count)
-        rows = self._rows_cache.get(key)
-        if rows is None:
-            if len(self._rows_cache) > 64:
-                self._rows_cache.clear()
-            rows = self._rows_cache[key] = self.data[:, s, :count * dtype.itemsize].view(dtype)
-        return rows
+        Every rank reads the others' right after that phase, and every collective that
+        publishes runs at least one more phase before the next one can overwrite it.
+        """
+        self._pv[self._me + LOC], self._pv[self._me + LOC + 1] = loc
+
+    def published(self, r: int) -> tuple[int, int]:
+        """Rank ``r``'s location from the last phase (see :meth:`publish`)."""
+        w = r * _WORDS + LOC
+        return self._pv[w], self._pv[w + 1]
+
+    # -- collectives ----------------------------------------------------------------------------------
+    def next_slot(self) -> int:
+        """The slot (0 or 1) of the next chunk."""
+        s, self.k = self.k & 1, self.k + 1
+        return s
 
     def allreduce_small(self, flat: np.ndarray, op: ReduceOp, what: object) -> None:
         """A one-phase all-reduce of at most :attr:`small_bytes` (a :attr:`pending` digest is
         checked in that phase)."""
-        s = self.k & 1
-        self.k += 1
-        rows = self._rows_cache.get((s, flat.dtype, flat.size))
+        k = self.k
+        self.k = k + 1
+        key = (k & 1, flat.dtype.num, flat.size)
+        rows = self._rows_cache.get(key)
         if rows is None:
-            rows = self._rows(s, flat.dtype, flat.size)
-        rows[self.rank] = flat
+            rows = self._rows(key, flat.dtype)
+        rows[-1][...] = flat  # this rank's row
         self.step(what)
-        reduce_rows(op, rows, flat)
+        fn = UFUNCS[op._value_]
+        fn(rows[0], rows[1], out=flat)
+        if self.n > 2:
+            for row in rows[2:self.n]:
+                fn(flat, row, out=flat)
+        if op is _AVG:
+            flat /= self.n
+
+    def _rows(self, key: tuple, dtype: np.dtype) -> tuple:
+        """Every rank's slot ``s`` as ``count`` elements of ``dtype``, then this rank's again
+        (cached: a training loop reuses a few)."""
+        s, _num, count = key
+        if len(self._rows_cache) > 64:
+            self._rows_cache.clear()
+        nbytes = count * dtype.itemsize
+        rows = tuple(self.stage[j][s][:nbytes].view(dtype) for j in range(self.n))
+        self._rows_cache[key] = rows = rows + (rows[self.rank],)
+        return rows
 
     def allreduce(self, flat: np.ndarray, op: ReduceOp, what: object) -> None:
-        """One phase per chunk: after the phase of chunk k, rank r reduces its segment of chunk k
-        into its result area, and copies out chunk k-1 (whose results every rank wrote before
-        entering this phase); one more phase releases the last chunk."""
+        """All-reduce ``flat`` in place: one phase when small, else chunked (see :mod:`.shm_collectives`)."""
         if flat.nbytes <= self.small_bytes:
             self.allreduce_small(flat, op, what)
-            return
-        n, r, isz = self.n, self.rank, flat.itemsize
-        per = (self.slot // isz) // n * n  # elements per chunk, a multiple of n
-        if per == 0:
-            raise CollectiveError(f"{what}: element size {isz} too large for shared-memory slots")
-        pending: tuple | None = None  # (slot, lo, segment bounds) of the chunk to copy out
-        for lo in range(0, flat.size, per):
-            hi = min(lo + per, flat.size)
-            s = self._slot()
-            m = hi - lo
-            self.data[r, s, :m * isz].view(flat.dtype)[:] = flat[lo:hi]
-            self.step(what)
-            q, rem = divmod(m, n)
-            b = [j * q + min(j, rem) for j in range(n + 1)]
-            if b[r + 1] > b[r]:
-                parts = [self.data[j, s, b[r] * isz:b[r + 1] * isz].view(flat.dtype) for j in range(n)]
-                acc = parts[0].copy()
-                for p in parts[1:]:
-                    reduce_into(op, acc, p)
-                if op is ReduceOp.AVG:
-                    finish_avg(acc, n)
-                self.result[r, s, :acc.nbytes] = acc.view(np.uint8)
-            if pending is not None:
-                self._copy_out(flat, *pending)
-            pending = (s, lo, b)
-        if pending is not None:
-            self.step(what)
-            self._copy_out(flat, *pending)
-
-    def _copy_out(self, flat: np.ndarray, s: int, lo: int, b: list[int]) -> None:
-        isz = flat.itemsize
-        for j in range(self.n):
-            flat[lo + b[j]:lo + b[j + 1]] = self.result[j, s, :(b[j + 1] - b[j]) * isz].view(flat.dtype)
+        else:
+            algo.allreduce(self, flat, op, what)
 
     def broadcast(self, flat: np.ndarray, root: int, what: object) -> None:
-        raw = flat.reshape(-1).view(np.uint8)
-        for lo in range(0, raw.size, self.slot):
-            hi = min(lo + self.slot, raw.size)
-            s = self._slot()
-            if self.rank == root:
-                self.data[root, s, :hi - lo] = raw[lo:hi]
-            self.step(what)
-            if self.rank != root:
-                raw[lo:hi] = self.data[root, s, :hi - lo]
+        algo.broadcast(self, flat, root, what)
 
     def allgather(self, out: np.ndarray, mine: np.ndarray, counts: list[int], what: object) -> None:
-        isz = out.itemsize
-        b = [0]
-        for c in counts:
-            b.append(b[-1] + c * isz)
-        raw_out, raw_in = out.reshape(-1).view(np.uint8), mine.reshape(-1).view(np.uint8)
-        for lo in range(0, max(counts) * isz, self.slot):
-            s = self._slot()
-            take = max(0, min(self.slot, raw_in.size - lo))
-            self.data[self.rank, s, :take] = raw_in[lo:lo + take]
-            self.step(what)
-            for j, c in enumerate(counts):
-                t = max(0, min(self.slot, c * isz - lo))
-                raw_out[b[j] + lo:b[j] + lo + t] = self.data[j, s, :t]
+        algo.allgather(self, out, mine, counts, what)
 
     def reduce_scatter(self, out: np.ndarray, inp: np.ndarray, op: ReduceOp, counts: list[int], what: object,
                        root: int | None = None) -> None:
         """Rank i gets segment i reduced into ``out``; with ``root``, the root reduces every
-        segment into ``out`` (which may be ``inp``: each chunk is copied in before it is written)."""
-        n, r, isz = self.n, self.rank, inp.itemsize
-        b = [0]
-        for c in counts:
-            b.append(b[-1] + c)
-        per = max(1, (self.slot // isz) // n)  # elements of each segment per chunk
-        for lo in range(0, max(counts), per):
-            s = self._slot()
-            view = self.data[r, s, :per * n * isz].view(inp.dtype).reshape(n, per)
-            for j in range(n):
-                t = max(0, min(per, counts[j] - lo))
-                view[j, :t] = inp[b[j] + lo:b[j] + lo + t]
-            self.step(what)
-            if root is not None and r != root:
-                continue
-            for j in (range(n) if root is not None else [r]):
-                t = max(0, min(per, counts[j] - lo))
-                if t == 0:
-                    continue
-                parts = [self.data[i, s, :per * n * isz].view(inp.dtype).reshape(n, per)[j, :t] for i in range(n)]
-                acc = parts[0].copy()
-                for p in parts[1:]:
-                    reduce_into(op, acc, p)
-                if op is ReduceOp.AVG:
-                    finish_avg(acc, n)
-                dst = out[b[j] + lo:b[j] + lo + t] if root is not None else out[lo:lo + t]
-                dst[...] = acc
+        segment into ``out`` (which may be ``inp``)."""
+        algo.reduce_scatter(self, out, inp, op, counts, what, root)
 
     def barrier(self, what: object) -> None:
         self.step(what)
 
     def close(self) -> None:
         self._rows_cache.clear()
+        if self.arenas is not None:
+            self.arenas.close()
+            self.arenas = None
         self._pv.release()
-        del self.digest, self.data, self.result
+        del self.stage, self.result
         try:
             self.mm.close()
         except (BufferError, ValueError):

@@ -27,6 +27,11 @@ same framed message as its payload. A rank whose peer ran another collective (an
 digest, another frame size) still reads the peer's whole frame, then runs the same
 second round and raises the same error.
 
+Note on the fast paths: a blocking small all-reduce and a blocking barrier on shared
+memory run in the caller's thread, and :meth:`alloc_shared` (behind
+:func:`axonml.collectives.shared_empty`) creates arenas whose tensors collectives read in
+place; both live in :mod:`.shm_fastpath`.
+
 Note on point-to-point: a message is a header frame (tag, byte count) then the payload,
 on the pair's data connection, matched in order. Consecutive queued p2p operations are
 progressed together (``Exchange.more``), so ``isend`` then ``irecv`` on both ranks does
@@ -45,10 +50,11 @@ import numpy as np
 
 from ...errors import CollectiveError
 from ..process_group import ProcessGroup, env_flag, p2p_done, register_backend
-from ..types import CollectiveDesc, ReduceOp, check_descs, reduce_rows
+from ..types import CollectiveDesc, CompletedWork, ReduceOp, check_descs, reduce_rows
 from . import algorithms as algo
 from .exchange import Exchange
 from .shm import Diverged, ShmChannel, ShmUnavailable, shm_possible
+from .shm_fastpath import ShmFastPaths, SyncWhat
 from .transport import HEADER, K_DESC, K_P2P, Mesh, as_bytes
 
 __all__ = ["TcpProcessGroup"]
@@ -70,7 +76,7 @@ def _by_dtype(arrays: list) -> list[list[int]]:
     return list(groups.values())
 
 
-class TcpProcessGroup(ProcessGroup):
+class TcpProcessGroup(ShmFastPaths, ProcessGroup):
     """A rank of a ``tcp`` group; built by ``init_process_group(backend="tcp")`` or ``new_group``."""
 
     backend_name = "tcp"
@@ -80,6 +86,8 @@ class TcpProcessGroup(ProcessGroup):
         super().__init__(rank, size, name, timeout, global_ranks)
         self.shm: ShmChannel | None = None
         self._digests: dict[tuple, int] = {}
+        self._done_work = CompletedWork(None, f"synchronous collective of group {name!r}")
+        self._sync_what = SyncWhat(name)
         try:
             self.mesh = Mesh(store, rank, size, timeout, name, self.global_ranks)
         except BaseException:

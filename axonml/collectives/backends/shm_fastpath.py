@@ -1,0 +1,184 @@
+"""The ``tcp`` backend's fast paths on shared memory: synchronous small collectives in the
+caller's thread, and the allocation of shared-resident buffers.
+
+Note on synchronous small collectives: a blocking all-reduce of one small array and a
+blocking barrier on shared memory (the latency-bound cases) skip the generic submission
+path of :class:`ProcessGroup`: when the group's communication thread is idle (nothing
+queued, nothing running) they claim its turn, run right here in the caller's thread with
+the same sequence number, divergence digest and failure handling as the generic path,
+and return a completed ``Work`` (and report to the metrics observer themselves, when one is
+set). Otherwise they queue like any collective, so that
+collectives keep their order. This path costs about a microsecond, less than the
+exchange itself; it relies on :class:`CommWorker`'s ``_lock``, ``_jobs``, ``_busy`` and
+``_cv``.
+
+Note on shared buffers: :meth:`ShmFastPaths.alloc_shared` is a collective (checked like
+any other) that creates an arena (:mod:`.shm_arena`) on the communication thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..types import CollectiveDesc, ReduceOp, Work
+from .shm import Diverged, ShmUnavailable
+from .shm_arena import Arenas
+
+__all__ = ["ShmFastPaths", "SyncWhat"]
+
+logger = logging.getLogger(__name__)
+
+_OP_EXTRA = {op._value_: (("op", op.name),) for op in ReduceOp}  # as ProcessGroup.allreduce builds it
+
+
+class SyncWhat:
+    """Names the running synchronous small collective in messages; one per group, updated per
+    call (cheaper than a CollectiveDesc, which is built only when a message needs it)."""
+
+    __slots__ = ("group", "key", "seq")
+
+    def __init__(self, group: str) -> None:
+        self.group, self.key, self.seq = group, ("all_reduce", (), "", ()), 0
+
+    def desc(self) -> CollectiveDesc:
+        op, shapes, dtype, extra = self.key
+        return CollectiveDesc(op, self.group, self.seq, shapes, dtype, extra, sync=True, fused=True)
+
+    def __str__(self) -> str:
+        return self.desc().summary()
+
+
+class ShmFastPaths:
+    """A mixin of :class:`.tcp.TcpProcessGroup` (before :class:`ProcessGroup` in its bases)."""
+
+    # -- synchronous small collectives in the caller's thread -------------------------------------------------
+    def _enter_inline(self) -> bool:
+        """Claim the communication thread's turn when it is idle (else False: the caller queues
+        its collective, so that collectives keep their order); pair with :meth:`_leave_inline`."""
+        worker = self._worker
+        lock = worker._lock
+        lock.acquire()
+        if worker._jobs or worker._busy or self._error is not None or self._closed:
+            lock.release()
+            return False
+        worker._busy = True
+        lock.release()
+        return True
+
+    def _leave_inline(self) -> None:
+        worker = self._worker
+        lock = worker._lock
+        lock.acquire()
+        worker._busy = False
+        if worker._jobs:  # queued meanwhile from another thread: wake the worker
+            worker._cv.notify_all()
+        lock.release()
+
+    def allreduce(self, arrays: Sequence[Any], op: ReduceOp = ReduceOp.SUM, meta: dict | None = None,
+                  post: Any = None) -> Work:
+        """As :meth:`ProcessGroup.allreduce`; a synchronous all-reduce of one small array on
+        shared memory runs at once in the caller's thread (see the module docstring)."""
+        shm = self.shm
+        if shm is None or post is not None or meta is None or len(arrays) != 1 or not meta.get("sync"):
+            return super().allreduce(arrays, op, meta, post)
+        a = arrays[0]
+        extra = _OP_EXTRA.get(getattr(op, "_value_", None)) if isinstance(op, ReduceOp) else None
+        if extra is None or type(a) is not np.ndarray or a.nbytes > shm.small_bytes or not self._enter_inline():
+            return super().allreduce(arrays, op, meta, post)
+        what = self._sync_what
+        t0 = time.perf_counter() if self._observer is not None else 0.0  # metrics: this path bypasses _submit
+        try:
+            what.seq = seq = next(self._seq)
+            # == CollectiveDesc.static_key() of the description the generic path builds
+            what.key = key = (meta.get("op", "all_reduce"), meta.get("shapes") or (a.shape,),
+                              meta.get("dtype") or a.dtype.name, extra)
+            if self.check:
+                h = self._digests.get(key)
+                shm.pending = (h, seq) if h is not None else self._digest(what.desc())
+            try:
+                shm.allreduce_small(a if a.ndim == 1 else a.reshape(-1), op, what)
+            except Diverged:
+                self._mismatch(what.desc())
+            finally:
+                shm.pending = None
+        except BaseException as exc:
+            self._set_broken(exc)
+            raise
+        finally:
+            self._leave_inline()
+        if t0:
+            self._observe(key[0], a.nbytes, time.perf_counter() - t0)
+        return self._done_work
+
+    def barrier(self, meta: dict | None = None, post: Any = None) -> Work:
+        """As :meth:`ProcessGroup.barrier`; a synchronous barrier on shared memory is one phase,
+        run at once in the caller's thread when the communication thread is idle."""
+        shm = self.shm
+        if shm is None or post is not None or meta is None or not meta.get("sync") or not self._enter_inline():
+            return super().barrier(meta, post)
+        what = self._sync_what
+        t0 = time.perf_counter() if self._observer is not None else 0.0
+        try:
+            what.seq = seq = next(self._seq)
+            what.key = key = (meta.get("op", "barrier"), meta.get("shapes") or (), meta.get("dtype") or "", ())
+            if self.check:
+                h = self._digests.get(key)
+                shm.pending = (h, seq) if h is not None else self._digest(what.desc())
+            try:
+                shm.step(what)
+            except Diverged:
+                self._mismatch(what.desc())
+            finally:
+                shm.pending = None
+        except BaseException as exc:
+            self._set_broken(exc)
+            raise
+        finally:
+            self._leave_inline()
+        if t0:
+            self._observe(key[0], 0, time.perf_counter() - t0)
+        return self._done_work
+
+    # -- shared buffers --------------------------------------------------------------------------------------
+    def alloc_shared(self, shape: tuple, dtype: np.dtype) -> np.ndarray:
+        """A C-contiguous array of ``shape`` and ``dtype`` in a shared arena of this group (a
+        collective: every rank passes the same shape and dtype, in the same order).
+
+        Collectives of this group read such arrays in place when every rank passes one. A
+        group without shared memory (sockets) returns ``np.empty`` without communicating.
+        """
+        dtype = np.dtype(dtype)
+        shape = tuple(int(d) for d in shape)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if self.shm is None:
+            return np.empty(shape, dtype)
+        self._raise_if_broken("shared_empty")
+        meta = {"op": "shared_empty", "dtype": dtype.name, "shapes": (shape,), "sync": True}
+        desc = self._desc("shared_empty", [], meta)
+        got: list = []
+
+        def run(d: CollectiveDesc) -> None:
+            got.append(self._create_arena(nbytes, d))
+
+        self._submit(desc, run, None).wait()
+        raw = got[0]
+        if raw is None:
+            return np.empty(shape, dtype)
+        return raw.view(dtype).reshape(shape)
+
+    def _create_arena(self, nbytes: int, desc: CollectiveDesc) -> np.ndarray | None:
+        if nbytes == 0:
+            return None
+        shm = self.shm
+        if shm.arenas is None:
+            shm.arenas = Arenas(self._size, self._rank)
+        try:
+            return shm.arenas.create(nbytes, lambda b: self._exchange_frames(desc.seq, b, desc, True), shm._create)
+        except ShmUnavailable as exc:
+            logger.warning("rank=%d group %r: no shared arena of %d bytes (%s); the tensor is private memory",
+                           self._rank, self.name, nbytes, exc)
+            return None
