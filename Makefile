@@ -29,6 +29,9 @@ bench: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) bench/ops.py
 	OMP_NUM_THREADS=1 $(PY) bench/train_step.py
 	OMP_NUM_THREADS=1 $(PY) bench/collectives.py
+	OMP_NUM_THREADS=1 $(PY) bench/ddp.py
+	OMP_NUM_THREADS=1 $(PY) bench/fsdp.py
+	OMP_NUM_THREADS=1 $(PY) bench/launch.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

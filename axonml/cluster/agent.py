@@ -13,6 +13,9 @@ joins the job, starts ``nproc_per_node`` workers with the environment contract o
 * SIGINT/SIGTERM: forwarded once to every worker; after a grace period the rest are
   killed, the agent leaves the job and exits with 128 + the signal number.
 
+With ``backend="mpi"`` (one node) the workers are one ``mpiexec -n K`` job
+(:class:`.workers.MpiWorkerGroup`); everything above holds for it unchanged.
+
 Design note (who hosts the service): with ``--standalone`` the agent serves the
 rendezvous on a free loopback port. Otherwise the agent whose ``--node-rank`` is 0, or an
 agent without ``--node-rank`` whose host is the endpoint's, tries to serve it on
@@ -45,14 +48,14 @@ from ..errors import RendezvousError
 from ._proto import rendezvous_pb2 as pb
 from .env import WorkerEnv
 from .rendezvous import RendezvousClient, RendezvousConfig, RendezvousServer, StaleGenerationError, join_timeout_message
-from .workers import WorkerExit, WorkerGroup, WorkerSpec, describe_exit, traceback_tail
+from .workers import MpiWorkerGroup, WorkerExit, WorkerGroup, WorkerSpec, describe_exit, find_mpiexec, traceback_tail
 
 try:  # Prometheus metrics are optional: the agent runs without them
     from . import metrics as _metrics
 except ImportError:  # pragma: no cover - metrics.py ships with axonml
     _metrics = None  # type: ignore[assignment]
 
-__all__ = ["AgentConfig", "NodeAgent", "is_local_host"]
+__all__ = ["AgentConfig", "NodeAgent", "is_local_host", "mpi_multinode_message"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +78,8 @@ class AgentConfig:
         log_dir, tee: per-rank log files, and whether to copy them to the console too.
         metrics_port: base port of the workers' Prometheus exporters (worker i: base + i;
             the agent's own: base + nproc_per_node); None: no metrics.
-        backend: exported as ``AXONML_BACKEND`` unless ``"auto"``.
+        backend: exported as ``AXONML_BACKEND`` unless ``"auto"``; ``"mpi"`` starts the workers as one
+            ``mpiexec -n nproc_per_node`` job (one node only: see :func:`mpi_multinode_message`).
         join_timeout, last_call_timeout, heartbeat_timeout: rendezvous timing (seconds).
         heartbeat_interval: how often the agent reports alive.
         stop_timeout: grace between SIGTERM and SIGKILL when stopping workers.
@@ -121,6 +125,8 @@ class AgentConfig:
         if not self.token:
             raise ValueError("the job needs a token: pass --rdzv-token-file FILE or set AXONML_STORE_TOKEN "
                              "(every node of the job must use the same one)")
+        if self.backend == "mpi" and self.max_nodes != 1:
+            raise ValueError(mpi_multinode_message(self.min_nodes, self.max_nodes))
         if self.standalone and self.max_nodes != 1:
             raise ValueError(f"--standalone runs one node, but --nodes is {self.min_nodes}:{self.max_nodes}")
         if self.metrics_port is not None and not 0 < self.metrics_port + self.nproc_per_node <= 65535:
@@ -129,6 +135,14 @@ class AgentConfig:
         for name in ("monitor_interval", "join_timeout", "heartbeat_timeout", "heartbeat_interval", "stop_timeout"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"AgentConfig.{name} must be >= 0 seconds, got {getattr(self, name)!r}")
+
+
+def mpi_multinode_message(min_nodes: int, max_nodes: int) -> str:
+    """Why ``--backend mpi`` runs one node only, and what to run instead."""
+    return (f"--backend mpi runs one node (got --nodes {min_nodes}:{max_nodes}): an MPI job's processes on every node "
+            "must be started by one mpiexec (its process manager wires them together), not by one agent per node; "
+            "run `mpiexec -f hostfile -n N python train.py` (see launch/mpi_run.sh and launch/mpi_hostfile), or use "
+            "--backend tcp with axonml-launch on each node")
 
 
 def is_local_host(host: str) -> bool:
@@ -228,6 +242,8 @@ class NodeAgent:
         cfg = self.config
         previous = self._install_signal_handlers()
         try:
+            if cfg.backend == "mpi":
+                find_mpiexec()  # fail before the rendezvous when there is none
             self._start_rendezvous()
             if cfg.metrics_port is not None and _metrics is not None:
                 addr = get_flag("AXONML_METRICS_ADDR").strip() or "127.0.0.1"
@@ -322,7 +338,8 @@ class NodeAgent:
         cfg = self.config
         assert self.client is not None
         log_dir = os.path.join(cfg.log_dir, cfg.job_id, f"gen{a.generation}") if cfg.log_dir else None
-        group = WorkerGroup(self._worker_specs(a), log_dir=log_dir, tee=cfg.tee, stdout=self._stdout, stderr=self._stderr)
+        kind = MpiWorkerGroup if cfg.backend == "mpi" else WorkerGroup  # mpi: one mpiexec -n K job
+        group = kind(self._worker_specs(a), log_dir=log_dir, tee=cfg.tee, stdout=self._stdout, stderr=self._stderr)
         group.start()
         beat = _Heartbeat(self.client, a.generation, cfg.heartbeat_interval, group.alive)
         beat.start()

@@ -24,6 +24,10 @@ Prometheus metrics on ``--metrics-port + i``, the agent on ``--metrics-port +
 --nproc-per-node`` (with ``/health``). The option names also accept torchrun's spelling
 (``--nproc_per_node``, ``--nnodes``, ...).
 
+``--backend mpi`` starts a node's workers as one ``mpiexec -n K`` job (the ``mpiexec`` next
+to ``sys.executable``, else on ``PATH``), so the ``mpi`` backend bootstraps from MPI; one
+node only: a multi-node MPI job needs one ``mpiexec -f hostfile`` for all nodes.
+
 Note on start-up time: this module imports only the standard library and
 :mod:`axonml.cluster` (gRPC), never NumPy or the tensor stack, and the agent never touches
 a GPU.
@@ -41,8 +45,9 @@ from typing import Sequence
 
 from .._env import get_flag
 from ..cluster import ray as _ray_mode
-from ..cluster.agent import AgentConfig, NodeAgent
+from ..cluster.agent import AgentConfig, NodeAgent, mpi_multinode_message
 from ..cluster.rendezvous import parse_endpoint
+from ..cluster.workers import find_mpiexec
 
 __all__ = ["build_parser", "config_from_args", "main"]
 
@@ -116,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", "--metrics_port", type=int, default=None, metavar="P",
                    help="Prometheus metrics: worker i on P+i, the agent on P+nproc-per-node")
     p.add_argument("--backend", choices=("tcp", "mpi", "nccl", "auto"), default="auto",
-                   help="what init_process_group(backend='auto') picks in the workers (default auto)")
+                   help="what init_process_group(backend='auto') picks in the workers (default auto); mpi: the "
+                        "workers run as one `mpiexec -n K` job (one node)")
     p.add_argument("--ray", action="store_true", help="run the job on a Ray cluster instead of local agents")
     p.add_argument("--address", default=None, metavar="ADDR", help="with --ray: the Ray cluster to join (default: local)")
     how = p.add_mutually_exclusive_group()
@@ -152,8 +158,9 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
     if args.standalone and args.rdzv_endpoint:
         raise ValueError("--standalone serves a private rendezvous: do not also give --rdzv-endpoint")
     if args.backend == "mpi":
-        raise ValueError("--backend mpi: MPI starts its own processes; run `mpiexec -n N python train.py` "
-                         "(see launch/mpi_run.sh), or use --backend tcp with axonml-launch")
+        if hi > 1:
+            raise ValueError(mpi_multinode_message(lo, hi))
+        find_mpiexec()  # FileNotFoundError naming `pip install mpi4py mpich`
     token = _read_token(args.rdzv_token_file) if args.rdzv_token_file else get_flag("AXONML_STORE_TOKEN")
     if standalone and not token:
         token = secrets.token_urlsafe(24)

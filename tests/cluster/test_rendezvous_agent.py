@@ -159,7 +159,8 @@ def test_cli_builds_the_agent_config(tmp_path):
 @pytest.mark.parametrize("argv, match", [
     (["--nodes", "2", "S"], "--nodes 2:2 needs --rdzv-endpoint HOST:PORT"),
     (["--standalone", "--rdzv-endpoint", "h:1", "S"], "--standalone serves a private rendezvous"),
-    (["--backend", "mpi", "S"], "--backend mpi: MPI starts its own processes; run `mpiexec -n N python train.py`"),
+    (["--nodes", "2", "--rdzv-endpoint", "h:1", "--backend", "mpi", "S"],
+     r"--backend mpi runs one node \(got --nodes 2:2\).*mpiexec -f hostfile"),
     (["--nodes", "2", "--rdzv-endpoint", "h:1", "S"], "the job needs a token: pass --rdzv-token-file FILE"),
     (["--nodes", "2", "--rdzv-endpoint", "h:1", "--rdzv-token-file", "/nonexistent/tok", "S"], "cannot be read"),
     (["no_such_script.py"], "the script 'no_such_script.py' does not exist"),
