@@ -49,7 +49,7 @@ def sizes_bytes(max_mib: int) -> list[int]:
 
 # -- one rank of one system ------------------------------------------------------------------
 def _timed(fn, iters: int, barrier) -> dict:
-    for _ in range(3):
+    for _ in range(3 if iters < 100 else 20):  # small sizes: warm caches and lazily built state, as a loop would
         fn()
     samples = []
     for _ in range(iters):
@@ -62,6 +62,8 @@ def _timed(fn, iters: int, barrier) -> dict:
 
 
 def _iters_for(nbytes: int, iters: int) -> int:
+    if nbytes <= 2**20:  # latency-bound: 20 samples of a few microseconds are noise (same rule for every system)
+        return max(iters, 200)
     return iters if nbytes <= 64 * 2**20 else max(20, iters // 2)
 
 
@@ -145,6 +147,11 @@ def worker(system: str, rank: int, world: int, sizes: list[int], iters: int, out
         raise SystemExit(f"unknown system {system}")
 
     mk_out = [None]
+    # settle before the first sample (every system alike): right after start-up the first size's
+    # latency measured 2x its steady value (background start-up work still running in the ranks)
+    time.sleep(0.5)
+    for _ in range(200):
+        barrier()
     for nbytes in sizes:
         count = nbytes // 4
         count -= count % n

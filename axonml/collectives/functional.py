@@ -149,9 +149,6 @@ def meta(op: str, tensors: Sequence[Tensor], async_op: bool) -> dict:
 # -- reductions and broadcast -------------------------------------------------------------------
 
 
-_SYNC_META: dict = {}  # (shape, dtype) -> meta of a synchronous all_reduce (backends only read it)
-
-
 def all_reduce(tensor: Tensor, op: ReduceOp = ReduceOp.SUM, group: Any = None, async_op: bool = False) -> Work | None:
     """Reduce ``tensor`` across the ranks of ``group``, in place on every rank.
 
@@ -165,17 +162,26 @@ def all_reduce(tensor: Tensor, op: ReduceOp = ReduceOp.SUM, group: Any = None, a
     # the synchronous path, kept short (a small all-reduce is latency-bound): no Outputs, the
     # version bump after the wait (the caller's thread waits for it anyway)
     pg = resolve_group(group, "all_reduce")
-    check_tensor(tensor, pg, "all_reduce")
-    check_reduce_dtype(op, tensor.dtype.np, "all_reduce")
-    a = tensor._data
-    if not a.flags.c_contiguous or _upcast(tensor, pg):
-        return all_reduce_coalesced([tensor], op, group, async_op, _name="all_reduce")
-    key = (a.shape, tensor.dtype)
-    m = _SYNC_META.get(key)
+    a = getattr(tensor, "_data", None)
+    # checked once per (group, op, shape, dtype) of a NumPy tensor: the meta below is cached on the
+    # group (id(op) is safe: only validated ReduceOp members, which live forever, are cached)
+    cache = pg.__dict__.get("_sync_meta")
+    if cache is None:
+        cache = pg.__dict__["_sync_meta"] = {}
+    m = cache.get((id(op), a.shape, a.dtype)) if type(a) is np.ndarray and isinstance(tensor, Tensor) else None
     if m is None:
-        if len(_SYNC_META) > 256:
-            _SYNC_META.clear()
-        m = _SYNC_META[key] = {"op": "all_reduce", "dtype": tensor.dtype.name, "shapes": (tuple(tensor.shape),), "sync": True}
+        check_tensor(tensor, pg, "all_reduce")
+        check_reduce_dtype(op, tensor.dtype.np, "all_reduce")
+        a = tensor._data
+        if _upcast(tensor, pg):
+            return all_reduce_coalesced([tensor], op, group, async_op, _name="all_reduce")
+        m = {"op": "all_reduce", "dtype": tensor.dtype.name, "shapes": (tuple(tensor.shape),), "sync": True}
+        if type(a) is np.ndarray:
+            if len(cache) > 256:
+                cache.clear()
+            cache[(id(op), a.shape, a.dtype)] = m
+    if not a.flags.c_contiguous:
+        return all_reduce_coalesced([tensor], op, group, async_op, _name="all_reduce")
     pg.allreduce((a,), op, m).wait()
     tensor._vc[0] += 1
     return None
