@@ -38,7 +38,8 @@ from models import copy_weights, tiny_gpt  # noqa: E402
 
 WORLD = 2
 GPT_BATCH, MLP_BATCH, WIDTH = 8, 64, 1024
-VARIANTS = ("ax_ddp", "torch_ddp", "ax_single", "torch_single")
+# *_view: DDP with gradient_as_bucket_view=True (gradients live in the buckets: no copy in)
+VARIANTS = ("ax_ddp", "torch_ddp", "ax_single", "torch_single", "ax_ddp_view", "torch_ddp_view")
 
 
 def mlp(fw):
@@ -75,7 +76,7 @@ def _build(kind: str, rank: int):
         if name.startswith("ax"):
             m = make(ax)
             copy_weights(t_ref, m)
-            model = DistributedDataParallel(m) if name == "ax_ddp" else m
+            model = DistributedDataParallel(m, gradient_as_bucket_view=name.endswith("view")) if "ddp" in name else m
             opt = ax.optim.AdamW(model.parameters(), lr=1e-4)
             xa, xb = ax.tensor(a), ax.tensor(b)
             if kind == "gpt":
@@ -87,7 +88,8 @@ def _build(kind: str, rank: int):
         else:
             m = make(torch)
             m.load_state_dict(t_ref.state_dict())
-            model = torch.nn.parallel.DistributedDataParallel(m) if name == "torch_ddp" else m
+            model = (torch.nn.parallel.DistributedDataParallel(m, gradient_as_bucket_view=name.endswith("view"))
+                     if "ddp" in name else m)
             opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
             ta, tb = torch.tensor(a), torch.tensor(b)
             if kind == "gpt":
@@ -212,6 +214,10 @@ def main() -> None:
         rows.append(compare(f"{names[kind]}: axonml DDP vs axonml single", s["ax_ddp"], s["ax_single"]))
         rows.append(compare(f"{names[kind]}: (ref) torch DDP vs torch single", s["torch_ddp"], s["torch_single"]))
         rows.append(compare(f"{names[kind]}: (ref) axonml single vs torch single", s["ax_single"], s["torch_single"]))
+        rows.append(compare(f"{names[kind]}: gradient_as_bucket_view, axonml DDP vs torch DDP", s["ax_ddp_view"],
+                            s["torch_ddp_view"]))
+        rows.append(compare(f"{names[kind]}: gradient_as_bucket_view, axonml DDP vs axonml single", s["ax_ddp_view"],
+                            s["ax_single"]))
     for kind in ("gpt", "mlp"):
         alone = _alone(kind, args.iters)
         ddp = _summary(per_rank[0][kind]["samples"]["ax_ddp"])
