@@ -14,7 +14,7 @@ joins the job, starts ``nproc_per_node`` workers with the environment contract o
   killed, the agent leaves the job and exits with 128 + the signal number.
 
 With ``backend="mpi"`` (one node) the workers are one ``mpiexec -n K`` job
-(:class:`.workers.MpiWorkerGroup`); everything above holds for it unchanged.
+(:class:`.mpi_workers.MpiWorkerGroup`); everything above holds for it unchanged.
 
 Design note (who hosts the service): with ``--standalone`` the agent serves the
 rendezvous on a free loopback port. Otherwise the agent whose ``--node-rank`` is 0, or an
@@ -47,8 +47,9 @@ from .._env import get_flag
 from ..errors import RendezvousError
 from ._proto import rendezvous_pb2 as pb
 from .env import WorkerEnv
+from .mpi_workers import MpiWorkerGroup, find_mpiexec
 from .rendezvous import RendezvousClient, RendezvousConfig, RendezvousServer, StaleGenerationError, join_timeout_message
-from .workers import MpiWorkerGroup, WorkerExit, WorkerGroup, WorkerSpec, describe_exit, find_mpiexec, traceback_tail
+from .workers import WorkerExit, WorkerGroup, WorkerSpec, describe_exit, traceback_tail
 
 try:  # Prometheus metrics are optional: the agent runs without them
     from . import metrics as _metrics

@@ -34,8 +34,6 @@ import datetime
 import hashlib
 import logging
 import os
-import secrets
-import socket
 import threading
 import urllib.parse
 from typing import Any, Sequence
@@ -47,12 +45,12 @@ from ..data.distributed import register_world_provider
 from ..errors import CollectiveError, RendezvousError
 from ..runtime import memory_stats
 from .backends import mpi as _mpi  # registers "mpi" (mpi4py is imported only when a group starts)
-from .backends import mpi_support as _mpi_support
 from .backends import nccl as _nccl  # noqa: F401  (registers "nccl"; CuPy is imported only when a group starts)
 from .backends import tcp as _tcp  # noqa: F401  (registers "tcp")
 from .backends import threaded as _threaded  # noqa: F401  (registers "threaded")
 from .backends.nccl_support import nccl_available
-from .backends.transport import host_name
+from .mpi_bootstrap import env_int as _env_int
+from .mpi_bootstrap import mpi_store, mpi_world
 from .process_group import ProcessGroup, env_flag, env_value, get_backend_factory, set_collective_observer
 from .types import to_seconds
 
@@ -77,7 +75,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = datetime.timedelta(minutes=10)
 _ENV_VARS = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 #: Where MPI launchers announce this process's rank (MPICH hydra, Open MPI, PMIx, MVAPICH) and its rank on the host.
-_MPI_RANK_VARS = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "MV2_COMM_WORLD_RANK")
 _MPI_LOCAL_RANK_VARS = ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "MV2_COMM_WORLD_LOCAL_RANK")
 
 
@@ -131,16 +128,6 @@ def is_initialized() -> bool:
     return _state().default is not None
 
 
-def _env_int(name: str) -> int | None:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return None
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"init_process_group: environment variable {name}={raw!r} is not an integer") from None
-
-
 def _resolve_world(rank: int, world_size: int) -> tuple[int, int]:
     if rank < 0:
         rank = _env_int("RANK") if _env_int("RANK") is not None else -1
@@ -168,101 +155,17 @@ def _grpc_store(host: str, port: int, rank: int, state: _State, timeout: float) 
     return GrpcStore(host, port, token=token, timeout=timeout)
 
 
-def _mpi_world() -> tuple[int, int] | None:
-    """``(rank, size)`` announced by an MPI launcher, when RANK and WORLD_SIZE are unset; else None."""
-    if os.environ.get("RANK", "").strip() or os.environ.get("WORLD_SIZE", "").strip():
-        return None
-    launched = _mpi.launcher_world_size()
-    rank_var = next((v for v in _MPI_RANK_VARS if os.environ.get(v, "").strip()), None)
-    if rank_var is None:
-        if launched is not None and launched[1] > 1:
-            raise ValueError(f"init_process_group: the MPI launcher set {launched[0]}={launched[1]} but none of "
-                             f"{list(_MPI_RANK_VARS)}; set RANK and WORLD_SIZE, or start the job with mpiexec")
-        return None
-    rank = _env_int(rank_var)
-    size = launched[1] if launched is not None else _mpi_comm_world("read the world size")[0].Get_size()
-    if not 0 <= rank < size:
-        raise ValueError(f"init_process_group: the MPI launcher set {rank_var}={rank}, outside the world of {size}")
-    return rank, size
-
-
-def _mpi_comm_world(why: str) -> tuple[Any, Any]:
-    """``(MPI.COMM_WORLD, MPI)`` after checking that MPI's world is the launcher's (mixed MPIs)."""
-    try:
-        mpi = _mpi.mpi_module()
-    except CollectiveError as exc:
-        raise CollectiveError(f"init_process_group: this process was started by an MPI launcher; to {why} AxonML "
-                              f"needs mpi4py ({exc}). Or set RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT.") from exc
-    try:
-        _mpi.check_launch(mpi.COMM_WORLD.Get_size(), library=mpi.Get_library_version())
-    except CollectiveError as exc:
-        raise CollectiveError(f"init_process_group: to {why} over MPI: {exc}") from exc
-    return mpi.COMM_WORLD, mpi
-
-
-def _route_to(hosts: list[str]) -> str:
-    """This host's address as the other hosts of ``hosts`` reach it (AXONML_SOCKET_ADDR wins)."""
-    explicit = env_value("AXONML_SOCKET_ADDR")
-    if explicit:
-        return explicit
-    me = host_name()
-    for other in hosts:
-        if other == me:
-            continue
-        try:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-                probe.connect((socket.gethostbyname(other), 9))  # no packet is sent: this only picks the route
-                return probe.getsockname()[0]
-        except OSError:
-            continue
-    return socket.gethostbyname(socket.gethostname())
-
-
-def _mpi_store(rank: int, size: int, state: _State, timeout: float) -> Store:
-    """Rank 0 serves the store on a free port and broadcasts (address, port, token) over MPI."""
-    world, _ = _mpi_comm_world("broadcast the store address")
-    if world.Get_rank() != rank:
-        raise CollectiveError(f"init_process_group: the MPI launcher's environment says rank {rank} but MPI_COMM_WORLD "
-                              f"says {world.Get_rank()}; do not set PMI_RANK/OMPI_COMM_WORLD_RANK by hand")
-    _mpi_support.handshake(world, list(range(size)), "axonml-store-bootstrap", timeout, "init_process_group")
-    comm = _mpi_support.dup(world, timeout, "init_process_group (MPI bootstrap)")
-    try:
-        with _mpi_support.LOCK:
-            hosts = comm.allgather(host_name())
-        one_host = len(set(hosts)) == 1
-        info: Any = None
-        if rank == 0:
-            try:
-                addr = "127.0.0.1" if one_host else _route_to(hosts)
-                token = env_value("AXONML_STORE_TOKEN") or secrets.token_urlsafe(24)
-                state.server = GrpcStoreServer("127.0.0.1" if one_host else "0.0.0.0", 0, token=token).start()
-                info = (addr, state.server.port, token)
-            except Exception as exc:  # noqa: BLE001  (the other ranks must hear of it, or they wait forever)
-                info = ("error", f"{type(exc).__name__}: {exc}", "")
-        with _mpi_support.LOCK:
-            info = comm.bcast(info, root=0)
-    finally:
-        comm.Free()
-    addr, port, token = info
-    if addr == "error":
-        raise RendezvousError(f"init_process_group: rank 0 could not start the store for the MPI job: {port}")
-    if not one_host:
-        os.environ.setdefault("MASTER_ADDR", addr)  # the tcp backend routes its own sockets towards it
-    logger.info("rank=%d MPI bootstrap: store at %s:%d (%d hosts)", rank, addr, port, len(set(hosts)))
-    return GrpcStore(addr, port, token=token, timeout=timeout)
-
-
 def _rendezvous(init_method: str, rank: int, world_size: int, state: _State, timeout: float) -> tuple[Store, int, int]:
     url = urllib.parse.urlparse(init_method)
     if url.scheme == "env":
         present = [v for v in _ENV_VARS if os.environ.get(v, "").strip()]
-        mpi_world = _mpi_world() if rank < 0 and world_size < 0 else None
-        if mpi_world is not None:
-            rank, world_size = mpi_world
+        launched = mpi_world() if rank < 0 and world_size < 0 else None
+        if launched is not None:
+            rank, world_size = launched
             if world_size == 1:
                 return MemoryStore(timeout=timeout), rank, 1
             if not (os.environ.get("MASTER_ADDR", "").strip() and os.environ.get("MASTER_PORT", "").strip()):
-                return _mpi_store(rank, world_size, state, timeout), rank, world_size
+                return mpi_store(rank, world_size, state, timeout), rank, world_size
         elif not present and rank < 0 and world_size < 0:
             return MemoryStore(timeout=timeout), 0, 1  # a script started on its own: a world of one
         rank, world_size = _resolve_world(rank, world_size)

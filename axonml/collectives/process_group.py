@@ -25,18 +25,17 @@ A broken group must be destroyed; there is no silent recovery.
 from __future__ import annotations
 
 import abc
-import collections
 import itertools
 import logging
 import math
 import os
 import re
-import threading
 import time
 from typing import Any, Callable, Sequence
 
 from .._env import FLAGS, get_flag
 from ..errors import CollectiveError
+from .comm_worker import CommWorker
 from .types import CollectiveDesc, ReduceOp, Work, check_alltoall, check_counts, check_descs, check_rooted
 
 __all__ = [
@@ -190,99 +189,6 @@ def get_backend_factory(name: str) -> Callable[..., "ProcessGroup"]:
             "(a backend that needs an optional package registers itself when its module is imported)"
         )
     return _BACKENDS[name]
-
-
-# -- the communication thread ---------------------------------------------------------------
-
-
-class _Job:
-    __slots__ = ("fn", "work", "payload")
-
-    def __init__(self, fn: Callable[["_Job"], Any], work: Work, payload: Any) -> None:
-        self.fn, self.work, self.payload = fn, work, payload
-
-
-class CommWorker:
-    """One thread per group that runs queued jobs in order and completes their ``Work``.
-
-    Jobs run outside the GIL most of the time (socket I/O, NumPy reductions), so an
-    ``async_op=True`` collective overlaps with compute in the caller's thread. A
-    synchronous collective submitted while nothing is queued or running runs inline in
-    the caller's thread instead (:meth:`run_inline`): same order, no thread hand-off.
-    """
-
-    def __init__(self, name: str, on_error: Callable[[BaseException], None]) -> None:
-        self._jobs: collections.deque[_Job | None] = collections.deque()
-        self._lock = threading.Lock()  # taken directly on the synchronous path (a Condition's with is slower)
-        self._cv = threading.Condition(self._lock)
-        self._busy = False
-        self._on_error = on_error
-        self._thread = threading.Thread(target=self._loop, name=f"axonml-comm-{name}", daemon=True)
-        self._thread.start()
-
-    def submit(self, fn: Callable[[_Job], Any], work: Work, payload: Any = None) -> Work:
-        with self._cv:
-            self._jobs.append(_Job(fn, work, payload))
-            self._cv.notify()
-        return work
-
-    def run_inline(self, fn: Callable[[_Job], Any], work: Work, payload: Any = None) -> Work:
-        """Run the job in the calling thread when the queue is idle, else queue it."""
-        with self._lock:
-            if self._jobs or self._busy:
-                self._jobs.append(_Job(fn, work, payload))
-                self._cv.notify()
-                return work
-            self._busy = True
-        try:
-            self._execute(_Job(fn, work, payload))
-        finally:
-            with self._lock:
-                self._busy = False
-                if self._jobs:  # queued meanwhile (async_op from another thread): wake the worker
-                    self._cv.notify_all()
-        return work
-
-    def take_next_if(self, pred: Callable[[_Job], bool]) -> _Job | None:
-        """Pop the next queued job when ``pred(job)`` holds (lets a backend batch p2p jobs)."""
-        with self._cv:
-            if self._jobs and self._jobs[0] is not None and pred(self._jobs[0]):
-                return self._jobs.popleft()
-        return None
-
-    def _execute(self, job: _Job) -> None:
-        job.work._started()
-        try:
-            result = job.fn(job)
-        except BaseException as exc:  # noqa: BLE001  (delivered to the waiter)
-            self._on_error(exc)
-            job.work._complete(exc=exc)
-        else:
-            job.work._complete(result)
-
-    def _loop(self) -> None:
-        while True:
-            with self._cv:
-                self._cv.wait_for(lambda: bool(self._jobs) and not self._busy)
-                job = self._jobs.popleft()
-                self._busy = job is not None
-            if job is None:
-                return
-            try:
-                self._execute(job)
-            finally:
-                job = None  # do not keep the finished job's arrays (shared buffers) alive until the next one
-                with self._cv:
-                    self._busy = False
-                    self._cv.notify_all()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Finish queued jobs, then end the thread (waits up to ``timeout`` seconds)."""
-        with self._cv:
-            self._jobs.append(None)
-            self._cv.notify()
-        if threading.current_thread() is not self._thread:
-            self._thread.join(timeout)
 
 
 # -- the abstract process group ---------------------------------------------------------------

@@ -46,8 +46,8 @@ from typing import Sequence
 from .._env import get_flag
 from ..cluster import ray as _ray_mode
 from ..cluster.agent import AgentConfig, NodeAgent, mpi_multinode_message
+from ..cluster.mpi_workers import find_mpiexec
 from ..cluster.rendezvous import parse_endpoint
-from ..cluster.workers import find_mpiexec
 
 __all__ = ["build_parser", "config_from_args", "main"]
 

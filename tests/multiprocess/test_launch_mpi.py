@@ -24,7 +24,7 @@ import pytest
 from launch_util import Launch, free_port
 
 from axonml.cluster.agent import AgentConfig
-from axonml.cluster.workers import find_mpiexec
+from axonml.cluster.mpi_workers import find_mpiexec
 from axonml.launch.cli import main
 
 pytestmark = pytest.mark.skipif(not os.path.exists(os.path.join(os.path.dirname(sys.executable), "mpiexec")),
