@@ -139,6 +139,15 @@ def finish(work: Work, async_op: bool) -> Work | None:
     return None
 
 
+def sync_cache(pg: ProcessGroup) -> dict:
+    """The group's cache of validated synchronous calls on NumPy tensors: key (op, shapes,
+    dtypes, arguments) -> the meta (and more) of a call that passed validation with them."""
+    cache = pg.__dict__.get("_sync_meta")
+    if cache is None or len(cache) > 256:
+        cache = pg.__dict__["_sync_meta"] = {}
+    return cache
+
+
 def meta(op: str, tensors: Sequence[Tensor], async_op: bool) -> dict:
     """Names for the divergence check (the public op name, user dtype and shapes), and
     whether the caller waits at once (then the collective may run in the caller's thread)."""
@@ -165,9 +174,7 @@ def all_reduce(tensor: Tensor, op: ReduceOp = ReduceOp.SUM, group: Any = None, a
     a = getattr(tensor, "_data", None)
     # checked once per (group, op, shape, dtype) of a NumPy tensor: the meta below is cached on the
     # group (id(op) is safe: only validated ReduceOp members, which live forever, are cached)
-    cache = pg.__dict__.get("_sync_meta")
-    if cache is None:
-        cache = pg.__dict__["_sync_meta"] = {}
+    cache = sync_cache(pg)
     m = cache.get((id(op), a.shape, a.dtype)) if type(a) is np.ndarray and isinstance(tensor, Tensor) else None
     if m is None:
         check_tensor(tensor, pg, "all_reduce")
@@ -177,8 +184,6 @@ def all_reduce(tensor: Tensor, op: ReduceOp = ReduceOp.SUM, group: Any = None, a
             return all_reduce_coalesced([tensor], op, group, async_op, _name="all_reduce")
         m = {"op": "all_reduce", "dtype": tensor.dtype.name, "shapes": (tuple(tensor.shape),), "sync": True}
         if type(a) is np.ndarray:
-            if len(cache) > 256:
-                cache.clear()
             cache[(id(op), a.shape, a.dtype)] = m
     if not a.flags.c_contiguous:
         return all_reduce_coalesced([tensor], op, group, async_op, _name="all_reduce")
@@ -204,8 +209,24 @@ def all_reduce_coalesced(tensors: Sequence[Tensor], op: ReduceOp = ReduceOp.SUM,
 def broadcast(tensor: Tensor, src: int, group: Any = None, async_op: bool = False) -> Work | None:
     """Copy world rank ``src``'s ``tensor`` into every rank's ``tensor``."""
     pg = resolve_group(group, "broadcast")
+    a = getattr(tensor, "_data", None)
+    # synchronous on a contiguous NumPy tensor: validated once per (group, src, shape, dtype), no copies
+    fast = not async_op and type(a) is np.ndarray and type(src) is int and a.flags.c_contiguous and isinstance(tensor, Tensor)
+    if fast:
+        key = ("broadcast", src, a.shape, a.dtype)
+        hit = sync_cache(pg).get(key)
+        if hit is not None:
+            pg.broadcast((a,), hit[1], hit[0]).wait()
+            tensor._vc[0] += 1
+            return None
     check_tensor(tensor, pg, "broadcast")
     root = group_rank(pg, src, "broadcast", "src")
+    if fast:
+        m = meta("broadcast", [tensor], False)
+        sync_cache(pg)[key] = (m, root)
+        pg.broadcast((a,), root, m).wait()
+        tensor._vc[0] += 1
+        return None
     outs = Outputs()
     arr = outs.add(tensor)
     outs.result = [tensor]
@@ -232,9 +253,24 @@ def all_gather(tensor_list: list[Tensor], tensor: Tensor, group: Any = None, asy
     pg = resolve_group(group, "all_gather")
     check_tensor(tensor, pg, "all_gather")
     outs_list = check_len(tensor_list, pg.size(), "all_gather", "tensor_list")
-    check_same(tensor, outs_list, "all_gather", "tensor_list")
+    a = tensor._data
+    # NumPy outputs of the input's shape and dtype (the CPU device) pass check_same: skip its slower checks
+    if type(a) is not np.ndarray or not all(isinstance(t, Tensor) and type(t._data) is np.ndarray and t._data.shape == a.shape
+                                            and t._data.dtype == a.dtype for t in outs_list):
+        check_same(tensor, outs_list, "all_gather", "tensor_list")
     n = tensor.numel()
-    flat = get_array_module(tensor._data).empty(n * pg.size(), dtype=tensor._data.dtype)
+    flat = get_array_module(a).empty(n * pg.size(), dtype=a.dtype)
+    if not async_op and type(a) is np.ndarray:  # synchronous on NumPy: the meta cached, the copies here
+        key = ("all_gather", a.shape, a.dtype)
+        cache = sync_cache(pg)
+        m = cache.get(key)
+        if m is None:
+            m = cache[key] = meta("all_gather", [tensor], False)
+        pg.allgather(flat, a if a.flags.c_contiguous else np.ascontiguousarray(a), None, m).wait()
+        for i, t in enumerate(outs_list):
+            t._data[...] = flat[i * n:(i + 1) * n].reshape(t._data.shape)
+            t._vc[0] += 1
+        return None
     outs = Outputs()
     for i, t in enumerate(outs_list):
         outs.add_copy(t, flat[i * n:(i + 1) * n])
@@ -248,6 +284,17 @@ def all_gather_into_tensor(output_tensor: Tensor, input_tensor: Tensor, group: A
     e.g. shape ``(world * d0, ...)`` or ``(world, d0, ...)``)."""
     what = "all_gather_into_tensor"
     pg = resolve_group(group, what)
+    a, o = getattr(input_tensor, "_data", None), getattr(output_tensor, "_data", None)
+    # synchronous on NumPy tensors with a contiguous output: validated once per (group, shapes, dtypes)
+    fast = (not async_op and type(a) is np.ndarray and type(o) is np.ndarray and o.flags.c_contiguous
+            and isinstance(input_tensor, Tensor) and isinstance(output_tensor, Tensor))
+    if fast:
+        key = (what, a.shape, o.shape, a.dtype, o.dtype)
+        m = sync_cache(pg).get(key)
+        if m is not None:
+            pg.allgather(o, a if a.flags.c_contiguous else np.ascontiguousarray(a), None, m).wait()
+            output_tensor._vc[0] += 1
+            return None
     check_tensor(input_tensor, pg, what, "input_tensor")
     check_tensor(output_tensor, pg, what, "output_tensor")
     check_same(input_tensor, [output_tensor], what, "output_tensor", shape=False)
@@ -255,6 +302,11 @@ def all_gather_into_tensor(output_tensor: Tensor, input_tensor: Tensor, group: A
         raise ShapeError(f"{what}: output_tensor has {output_tensor.numel()} elements (shape {tuple(output_tensor.shape)}) "
                          f"but the group has {pg.size()} ranks of {input_tensor.numel()} (input shape "
                          f"{tuple(input_tensor.shape)}); it needs {pg.size() * input_tensor.numel()}")
+    if fast:
+        m = sync_cache(pg)[key] = meta(what, [input_tensor], False)
+        pg.allgather(o, a if a.flags.c_contiguous else np.ascontiguousarray(a), None, m).wait()
+        output_tensor._vc[0] += 1
+        return None
     outs = Outputs()
     out = outs.add(output_tensor)
     outs.result = [output_tensor]
@@ -332,6 +384,17 @@ def reduce_scatter_tensor(output: Tensor, input: Tensor, op: ReduceOp = ReduceOp
     """Reduce ``input`` (``world * output.numel()`` elements) across ranks; rank i keeps segment i in ``output``."""
     what = "reduce_scatter_tensor"
     pg = resolve_group(group, what)
+    a, o = getattr(input, "_data", None), getattr(output, "_data", None)
+    # synchronous on NumPy tensors with a contiguous output: validated once per (group, op, shapes, dtypes)
+    fast = (not async_op and type(a) is np.ndarray and type(o) is np.ndarray and o.flags.c_contiguous
+            and isinstance(op, ReduceOp) and isinstance(input, Tensor) and isinstance(output, Tensor))
+    if fast:
+        key = (what, id(op), a.shape, o.shape, a.dtype, o.dtype)  # id(op): only ReduceOp members, which live forever
+        m = sync_cache(pg).get(key)
+        if m is not None:
+            pg.reduce_scatter(o, a if a.flags.c_contiguous else np.ascontiguousarray(a), op, None, m).wait()
+            output._vc[0] += 1
+            return None
     check_tensor(output, pg, what, "output")
     check_tensor(input, pg, what, "input")
     check_same(output, [input], what, "input", shape=False)
@@ -341,6 +404,11 @@ def reduce_scatter_tensor(output: Tensor, input: Tensor, op: ReduceOp = ReduceOp
                          f"{pg.size()} ranks of {output.numel()} (output shape {tuple(output.shape)}); it needs "
                          f"{pg.size() * output.numel()}")
     up = _upcast(output, pg)
+    if fast and not up:
+        m = sync_cache(pg)[key] = meta(what, [input], False)
+        pg.reduce_scatter(o, a if a.flags.c_contiguous else np.ascontiguousarray(a), op, None, m).wait()
+        output._vc[0] += 1
+        return None
     outs = Outputs()
     out = outs.add(output, up)
     outs.result = [output]

@@ -11,7 +11,7 @@ import pytest
 from axonml.cluster import MemoryStore, PrefixStore
 from axonml.collectives import ReduceOp
 from axonml.collectives.backends import shm as shm_module
-from axonml.collectives.backends.shm_collectives import UFUNCS, _reduce
+from axonml.collectives.backends.shm_collectives import UFUNCS, reduce_segments
 from axonml.collectives.backends.tcp import TcpProcessGroup
 
 pytestmark = pytest.mark.timeout(60)
@@ -129,5 +129,5 @@ def test_reduce_writing_over_its_own_operand_keeps_rank_order(n, op):
         want /= n
     for own in range(n):
         ops = [x.copy() for x in xs]
-        _reduce(UFUNCS[op._value_], ops, ops[own], np.empty(257, np.float32), own, op is ReduceOp.AVG)
+        reduce_segments(UFUNCS[op._value_], ops, ops[own], np.empty(257, np.float32), own, op is ReduceOp.AVG)
         assert ops[own].tobytes() == want.tobytes(), (n, op, own)

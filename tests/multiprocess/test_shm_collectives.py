@@ -13,6 +13,7 @@ from mp_targets import (
     shm_sigkill_resident,
     shm_values,
 )
+from shm_inline_targets import shm_inline_small
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -65,3 +66,25 @@ def test_arguments_and_mismatch_on_the_inline_path():
         assert r["shape"] == ((2, 3), "float64", True, False)
         msg = r["mismatch"]
         assert "collective mismatch" in msg and "barrier" in msg and "all_reduce" in msg, msg
+
+
+@pytest.mark.parametrize("n, mismatch", [(2, "sizes"), (3, "ops"), (4, "shapes")])
+def test_synchronous_small_gather_scatter_broadcast_inline(n, mismatch):
+    total = n * (n - 1) / 2
+    for r in run_ranks(n, shm_inline_small, mismatch, timeout=150):
+        assert r["bad"] == [], r["bad"]
+        assert r["inline"] == 0, r  # the one-phase path ran exactly for the calls that fit it
+        assert [op for op, _ in r["metrics"]] == ["all_gather_into_tensor", "reduce_scatter_tensor", "broadcast"], r
+        assert r["metrics"][0][1] == n * 4 and r["metrics"][1][1] == n * 4, r  # float32, c = 1: whole output / input
+        o = r["ordered"]
+        assert o["queued"] and o["pending_done"], o
+        assert o["big"] == total * n, o
+        assert o["gathered"] == [float(j) for j in range(n)] and o["rs"] == n * (n + 1) / 2 and o["bcast"] == 0.0, o
+        msg = r["mismatch"]
+        assert r["mismatch_inline"] == 1 and "collective mismatch" in msg, r
+        if mismatch == "sizes":
+            assert "all_gather_into_tensor" in msg and "counts=(4, 4" in msg and "counts=(6, 6" in msg, msg
+        elif mismatch == "ops":
+            assert "reduce_scatter_tensor" in msg and "all_gather_into_tensor" in msg and f"ranks [{n - 1}]" in msg, msg
+        else:
+            assert "broadcast" in msg and "(3, 2)" in msg and "(4, 2)" in msg, msg

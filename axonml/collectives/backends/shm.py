@@ -420,6 +420,69 @@ class ShmChannel:
         if op is _AVG:
             flat /= self.n
 
+    def allgather_small(self, out: np.ndarray, mine: np.ndarray, offs: tuple, what: object) -> None:
+        """A one-phase all-gather of flat contiguous arrays (every rank's block fits its slot;
+        rank j's block is bytes ``offs[j]:offs[j + 1]`` of ``out``): this rank publishes its
+        block in its slot, then copies the others' (the layout of one chunk of the staged
+        all-gather, so ranks that run either one interoperate)."""
+        k = self.k
+        self.k = k + 1
+        s, r = k & 1, self.rank
+        raw_in, raw_out = mine.view(np.uint8), out.view(np.uint8)
+        stage = self.stage
+        lo, hi = offs[r], offs[r + 1]
+        if hi > lo:
+            stage[r][s][:hi - lo] = raw_in
+            own = raw_out[lo:hi]
+            # (not when in place: the input is this rank's part of the output)
+            if not np.may_share_memory(own, raw_in) or own.__array_interface__ != raw_in.__array_interface__:
+                own[...] = raw_in
+        self.step(what)
+        for j in range(self.n):
+            lo, hi = offs[j], offs[j + 1]
+            if hi > lo and j != r:
+                raw_out[lo:hi] = stage[j][s][:hi - lo]
+
+    def broadcast_small(self, flat: np.ndarray, root: int, what: object) -> None:
+        """A one-phase broadcast of a flat contiguous array of at most one slot (the layout of
+        one chunk of the staged broadcast)."""
+        k = self.k
+        self.k = k + 1
+        raw = flat.view(np.uint8)
+        src = self.stage[root][k & 1][:raw.size]
+        if self.rank == root:
+            src[...] = raw
+            self.step(what)
+        else:
+            self.step(what)
+            raw[...] = src
+
+    def reduce_scatter_small(self, out: np.ndarray, inp: np.ndarray, op: ReduceOp, counts: list[int],
+                             what: object) -> None:
+        """A one-phase reduce-scatter (every segment at most :attr:`slot` / n bytes): this rank
+        publishes the others' segments in its slot, then reduces its own segment of every rank's
+        in rank order (the layout and bits of one chunk of the staged reduce-scatter)."""
+        n, r, dt, isz = self.n, self.rank, inp.dtype, inp.itemsize
+        per = max(1, (self.slot // isz) // n)
+        k = self.k
+        self.k = k + 1
+        s = k & 1
+        view = self.stage[r][s][:per * n * isz].view(dt)
+        off = a = 0
+        for j, c in enumerate(counts):
+            if j == r:
+                a = off
+            elif c:
+                view[j * per:j * per + c] = inp[off:off + c]
+            off += c
+        self.step(what)
+        t = counts[r]
+        if t:
+            lo, hi = r * per * isz, (r * per + t) * isz
+            xs = [inp[a:a + t] if i == r else self.stage[i][s][lo:hi].view(dt) for i in range(n)]
+            algo.reduce_segments(UFUNCS[op._value_], xs, out, lambda: self.result[r][s][:t * isz].view(dt), r,
+                                 op is _AVG)
+
     def _rows(self, key: tuple, dtype: np.dtype) -> tuple:
         """Every rank's slot ``s`` as ``count`` elements of ``dtype``, then this rank's again
         (cached: a training loop reuses a few)."""

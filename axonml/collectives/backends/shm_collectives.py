@@ -22,7 +22,7 @@ reads it. Otherwise the staged algorithm runs (the entry phase has done the chec
 
 Note on order: every reduction combines ranks in rank order (the same bits as the
 socket path and as the one-phase small all-reduce); an operand may be the output itself
-only where that is safe for an elementwise ufunc (see :func:`_reduce`).
+only where that is safe for an elementwise ufunc (see :func:`reduce_segments`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import numpy as np
 from ...errors import CollectiveError
 from ..types import ReduceOp
 
-__all__ = ["allreduce", "broadcast", "allgather", "reduce_scatter", "UFUNCS"]
+__all__ = ["allreduce", "broadcast", "allgather", "reduce_scatter", "reduce_segments", "UFUNCS"]
 
 #: the ufunc of each reduce op, by ``op._value_`` (a plain attribute: cheaper than hashing the enum)
 UFUNCS = {
@@ -52,7 +52,7 @@ def _bounds(c: int, n: int) -> list[int]:
     return [j * q + min(j, rem) for j in range(n + 1)]
 
 
-def _reduce(fn: Any, xs: Sequence[np.ndarray], out: np.ndarray, tmp: Any, own: int, avg: bool) -> None:
+def reduce_segments(fn: Any, xs: Sequence[np.ndarray], out: np.ndarray, tmp: Any, own: int, avg: bool) -> None:
     """``out = xs[0] op xs[1] op ...`` in rank order, then ``/ len(xs)`` when ``avg``.
 
     ``out`` may be ``xs[own]`` itself: an elementwise ufunc may write over an operand it
@@ -125,7 +125,7 @@ def allreduce(ch: Any, flat: np.ndarray, op: ReduceOp, what: object) -> None:
             own = flat[lo + a0:lo + a1]
             out = result[r][s][:(a1 - a0) * isz].view(dt)
             xs = [own if j == r else stage[j][s][a0 * isz:a1 * isz].view(dt) for j in range(n)]
-            _reduce(fn, xs, out, None, 0, avg)  # out is a result slot: no operand aliases it
+            reduce_segments(fn, xs, out, None, 0, avg)  # out is a result slot: no operand aliases it
             own[...] = out
         if pending is not None:
             _copy_results(ch, flat, *pending)
@@ -163,7 +163,7 @@ def _allreduce_resident(ch: Any, flat: np.ndarray, op: ReduceOp, locs: list, wha
         b = full if c == per else _bounds(c, n)
         a, z = lo + b[r], lo + b[r + 1]
         if z > a:
-            _reduce(fn, [x[a:z] for x in arrays], flat[a:z], lambda z=z, a=a: tmp()[:z - a], r, avg)
+            reduce_segments(fn, [x[a:z] for x in arrays], flat[a:z], lambda z=z, a=a: tmp()[:z - a], r, avg)
         if prev is not None:
             _copy_segments(arrays, r, *prev)
         ch.step(what)  # chunk lo is reduced everywhere
@@ -289,7 +289,7 @@ def reduce_scatter(ch: Any, out: np.ndarray, inp: np.ndarray, op: ReduceOp, coun
         if t:
             xs = [inp[b[r] + lo:b[r] + lo + t] if i == r else ch.stage[i][s][r * per * isz:(r * per + t) * isz].view(dt)
                   for i in range(n)]
-            _reduce(fn, xs, out[lo:lo + t], lambda t=t, s=s: ch.result[r][s][:t * isz].view(dt), r, avg)
+            reduce_segments(fn, xs, out[lo:lo + t], lambda t=t, s=s: ch.result[r][s][:t * isz].view(dt), r, avg)
 
 
 def _reduce_scatter_resident(ch: Any, out: np.ndarray, inp: np.ndarray, op: ReduceOp, b: list[int], locs: list,
@@ -305,7 +305,7 @@ def _reduce_scatter_resident(ch: Any, out: np.ndarray, inp: np.ndarray, op: Redu
     for lo in range(0, count, step):  # in pieces: the scratch of three or more ranks stays bounded
         t = min(step, count - lo)
         a = b[r] + lo
-        _reduce(fn, [x[a:a + t] for x in arrays], out[lo:lo + t], tmp[:t] if tmp is not None else None, r, avg)
+        reduce_segments(fn, [x[a:a + t] for x in arrays], out[lo:lo + t], tmp[:t] if tmp is not None else None, r, avg)
     ch.step(what)  # exit: nobody changes its input before every rank has read its segment
 
 
@@ -332,4 +332,4 @@ def _reduce_to_root(ch: Any, out: np.ndarray, inp: np.ndarray, op: ReduceOp, cou
             t = max(0, min(per, counts[j] - lo))
             if t:
                 xs = [ch.stage[i][s][j * per * isz:(j * per + t) * isz].view(dt) for i in range(n)]
-                _reduce(fn, xs, out[b[j] + lo:b[j] + lo + t], None, 0, avg)  # operands are staged copies
+                reduce_segments(fn, xs, out[b[j] + lo:b[j] + lo + t], None, 0, avg)  # operands are staged copies

@@ -1,14 +1,17 @@
 """The ``tcp`` backend's fast paths on shared memory: synchronous small collectives in the
 caller's thread, and the allocation of shared-resident buffers.
 
-Note on synchronous small collectives: a blocking all-reduce of one small array and a
-blocking barrier on shared memory (the latency-bound cases) skip the generic submission
-path of :class:`ProcessGroup`: when the group's communication thread is idle (nothing
+Note on synchronous small collectives: a blocking all-reduce of one small array, a
+blocking all-gather, reduce-scatter or broadcast of one small array, and a blocking
+barrier on shared memory (the latency-bound cases) skip the generic submission path of
+:class:`ProcessGroup`: when the group's communication thread is idle (nothing
 queued, nothing running) they claim its turn, run right here in the caller's thread with
 the same sequence number, divergence digest and failure handling as the generic path,
 and return a completed ``Work`` (and report to the metrics observer themselves, when one is
 set). Otherwise they queue like any collective, so that
-collectives keep their order. This path costs about a microsecond, less than the
+collectives keep their order. Each moves its data in one phase (see ``ShmChannel.*_small``)
+with the layout of the staged algorithm's single chunk, so a rank that runs the generic
+path (it had async work queued) and one that runs the fast path interoperate. This path costs about a microsecond, less than the
 exchange itself; it relies on :class:`CommWorker`'s ``_lock``, ``_jobs``, ``_busy`` and
 ``_cv``.
 
@@ -24,7 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..types import CollectiveDesc, ReduceOp, Work
+from ..types import CollectiveDesc, CompletedWork, ReduceOp, Work, check_counts
 from .shm import Diverged, ShmUnavailable
 from .shm_arena import Arenas
 
@@ -39,13 +42,19 @@ class SyncWhat:
     """Names the running synchronous small collective in messages; one per group, updated per
     call (cheaper than a CollectiveDesc, which is built only when a message needs it)."""
 
-    __slots__ = ("group", "key", "seq")
+    __slots__ = ("group", "key", "seq", "gather")
 
     def __init__(self, group: str) -> None:
         self.group, self.key, self.seq = group, ("all_reduce", (), "", ()), 0
+        #: an all-gather's (shapes, local element count, counts): its key leaves the shapes out (they may differ)
+        self.gather: tuple | None = None
 
     def desc(self) -> CollectiveDesc:
         op, shapes, dtype, extra = self.key
+        if self.gather is not None:  # as ProcessGroup.allgather describes it
+            shapes, local, counts = self.gather
+            return CollectiveDesc(op, self.group, self.seq, shapes, dtype, extra, True, local,
+                                  check_counts("input", list(counts)), sync=True, fused=True)
         return CollectiveDesc(op, self.group, self.seq, shapes, dtype, extra, sync=True, fused=True)
 
     def __str__(self) -> str:
@@ -95,6 +104,7 @@ class ShmFastPaths:
         if type(a) is not np.ndarray or a.nbytes > shm.small_bytes or not self._enter_inline():
             return super().allreduce(arrays, op, meta, post)
         what = self._sync_what
+        what.gather = None
         t0 = time.perf_counter() if self._observer is not None else 0.0  # metrics: this path bypasses _submit
         try:
             what.seq = seq = next(self._seq)
@@ -136,6 +146,7 @@ class ShmFastPaths:
         if shm is None or post is not None or meta is None or not meta.get("sync") or not self._enter_inline():
             return super().barrier(meta, post)
         what = self._sync_what
+        what.gather = None
         t0 = time.perf_counter() if self._observer is not None else 0.0
         try:
             what.seq = seq = next(self._seq)
@@ -157,6 +168,120 @@ class ShmFastPaths:
         if t0:
             self._observe(key[0], 0, time.perf_counter() - t0)
         return self._done_work
+
+    def _inline(self, key: tuple, gather: tuple | None, run: Any, args: tuple, nbytes: int, post: Any) -> Work:
+        """Run ``run(*args, what)`` (one shared-memory phase) as the collective described by
+        ``key`` (its ``static_key``) in the caller's thread, after :meth:`_enter_inline`
+        succeeded: sequence number, digest in the phase, mismatch, failure and metrics as on
+        the generic path; then ``post``."""
+        shm = self.shm
+        what = self._sync_what
+        what.gather = gather
+        t0 = time.perf_counter() if self._observer is not None else 0.0
+        result = None
+        try:
+            what.seq = seq = next(self._seq)
+            what.key = key
+            if self.check:
+                h = self._digests.get(key)
+                shm.pending = (h, seq) if h is not None else self._digest(what.desc())
+            try:
+                run(*args, what)
+            except Diverged:
+                self._mismatch(what.desc())
+            finally:
+                shm.pending = None
+            if post is not None:
+                result = post()
+        except BaseException as exc:
+            self._set_broken(exc)
+            raise
+        finally:
+            self._leave_inline()
+        if t0:
+            self._observe(key[0], nbytes, time.perf_counter() - t0)
+        if result is None:
+            return self._done_work
+        return CompletedWork(result, f"synchronous {key[0]} of group {self.name!r}")
+
+    def allgather(self, output: Any, input: Any, counts: Sequence[int] | None = None, meta: dict | None = None,
+                  post: Any = None) -> Work:
+        """As :meth:`ProcessGroup.allgather`; a synchronous all-gather of NumPy arrays whose
+        output fits the one-phase path runs at once in the caller's thread."""
+        shm = self.shm
+        if (shm is None or meta is None or not meta.get("sync") or type(output) is not np.ndarray
+                or type(input) is not np.ndarray or not output.flags.c_contiguous or not input.flags.c_contiguous):
+            return super().allgather(output, input, counts, meta, post)
+        fast = meta.get("_inline_gather")  # (shapes, dtype, key, gather, byte offsets) of an earlier call with this meta
+        if (counts is not None or fast is None or fast[0] != (output.shape, input.shape)
+                or fast[1] is not input.dtype or output.dtype is not input.dtype):
+            counts = tuple(counts) if counts is not None else (input.size,) * self._size
+            if (output.dtype != input.dtype or len(counts) != self._size or input.size != counts[self._rank]
+                    or output.size != sum(counts) or not 0 < output.nbytes <= shm.small_bytes):
+                return super().allgather(output, input, counts, meta, post)
+            offs = [0]
+            for c in counts:
+                offs.append(offs[-1] + c * input.itemsize)
+            key = (meta.get("op", "all_gather"), (), meta.get("dtype") or input.dtype.name, (("counts", counts),))
+            fast = ((output.shape, input.shape), input.dtype, key, (meta.get("shapes") or (input.shape,), input.size, counts),
+                    tuple(offs))
+            if counts == (input.size,) * self._size:  # the default counts: reusable by later calls with this meta
+                meta["_inline_gather"] = fast
+        if not self._enter_inline():
+            return super().allgather(output, input, fast[3][2], meta, post)
+        return self._inline(fast[2], fast[3], shm.allgather_small, (output.reshape(-1), input.reshape(-1), fast[4]),
+                            output.nbytes, post)
+
+    def allgather_into(self, output: Any, input: Any, counts: Sequence[int] | None = None, meta: dict | None = None,
+                       post: Any = None) -> Work:
+        """Same as :meth:`allgather`."""
+        return self.allgather(output, input, counts, meta, post)
+
+    def reduce_scatter(self, output: Any, input: Any, op: ReduceOp = ReduceOp.SUM, counts: Sequence[int] | None = None,
+                       meta: dict | None = None, post: Any = None) -> Work:
+        """As :meth:`ProcessGroup.reduce_scatter`; a synchronous reduce-scatter of NumPy arrays
+        that fits the one-phase path runs at once in the caller's thread."""
+        shm = self.shm
+        if (shm is None or meta is None or not meta.get("sync") or type(output) is not np.ndarray
+                or type(input) is not np.ndarray or output.dtype != input.dtype or not output.flags.c_contiguous
+                or not input.flags.c_contiguous or not isinstance(op, ReduceOp)):
+            return super().reduce_scatter(output, input, op, counts, meta, post)
+        fast = meta.get("_inline_rs")  # (shapes, dtype, op, key, counts) of an earlier call with this meta
+        if counts is not None or fast is None or fast[0] != (output.shape, input.shape) or fast[1] is not input.dtype \
+                or fast[2] is not op or output.dtype is not input.dtype:
+            counts = tuple(counts) if counts is not None else (output.size,) * self._size
+            if (output.dtype != input.dtype or len(counts) != self._size or output.size != counts[self._rank]
+                    or input.size != sum(counts) or not 0 < input.nbytes <= shm.small_bytes
+                    or max(counts) > max(1, (shm.slot // input.itemsize) // self._size)):
+                return super().reduce_scatter(output, input, op, counts, meta, post)
+            key = (meta.get("op", "reduce_scatter"), meta.get("shapes") or (input.shape,),
+                   meta.get("dtype") or input.dtype.name, (("op", op.name), ("counts", counts)))
+            fast = ((output.shape, input.shape), input.dtype, op, key, list(counts))
+            if counts == (output.size,) * self._size:  # the default counts: reusable by later calls with this meta
+                meta["_inline_rs"] = fast
+        if not self._enter_inline():
+            return super().reduce_scatter(output, input, op, fast[4], meta, post)
+        return self._inline(fast[3], None, shm.reduce_scatter_small, (output.reshape(-1), input.reshape(-1), op, fast[4]),
+                            input.nbytes, post)
+
+    def reduce_scatter_into(self, output: Any, input: Any, op: ReduceOp = ReduceOp.SUM,
+                            counts: Sequence[int] | None = None, meta: dict | None = None, post: Any = None) -> Work:
+        """Same as :meth:`reduce_scatter`."""
+        return self.reduce_scatter(output, input, op, counts, meta, post)
+
+    def broadcast(self, arrays: Sequence[Any], root: int, meta: dict | None = None, post: Any = None) -> Work:
+        """As :meth:`ProcessGroup.broadcast`; a synchronous broadcast of one small NumPy array
+        runs at once in the caller's thread."""
+        shm = self.shm
+        if shm is None or meta is None or len(arrays) != 1 or not meta.get("sync"):
+            return super().broadcast(arrays, root, meta, post)
+        a = arrays[0]
+        if (type(a) is not np.ndarray or not a.flags.c_contiguous or not 0 < a.nbytes <= shm.small_bytes
+                or not 0 <= root < self._size or not self._enter_inline()):
+            return super().broadcast(arrays, root, meta, post)
+        key = (meta.get("op", "broadcast"), meta.get("shapes") or (a.shape,), meta.get("dtype") or a.dtype.name,
+               (("root", root),))
+        return self._inline(key, None, shm.broadcast_small, (a.reshape(-1), root), a.nbytes, post)
 
     # -- shared buffers --------------------------------------------------------------------------------------
     def alloc_shared(self, shape: tuple, dtype: np.dtype) -> np.ndarray:

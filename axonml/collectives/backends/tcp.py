@@ -27,8 +27,8 @@ same framed message as its payload. A rank whose peer ran another collective (an
 digest, another frame size) still reads the peer's whole frame, then runs the same
 second round and raises the same error.
 
-Note on the fast paths: a blocking small all-reduce and a blocking barrier on shared
-memory run in the caller's thread, and :meth:`alloc_shared` (behind
+Note on the fast paths: a blocking small all-reduce, all-gather, reduce-scatter or
+broadcast (one phase) and a blocking barrier on shared memory run in the caller's thread, and :meth:`alloc_shared` (behind
 :func:`axonml.collectives.shared_empty`) creates arenas whose tensors collectives read in
 place; both live in :mod:`.shm_fastpath`.
 
