@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Any
 
 import numpy as np
@@ -31,7 +30,7 @@ import numpy as np
 from ..collectives import all_gather_object, barrier, get_rank, get_world_size, is_initialized
 from ..errors import CheckpointError, StateDictError
 from ..runtime.dtypes import get_dtype
-from ..serialize import read_slice, write_safetensors
+from ..serialize import atomic_write, read_slice, write_safetensors
 from ..tensor import Tensor, as_tensor
 from ._param import ShardedParameter
 from .state_dict import _settle, _shaped_like_shard, named_targets
@@ -183,18 +182,7 @@ def _from_json(obj: Any) -> Any:
 
 
 def _write_json(path: str, obj: Any) -> None:
-    folder = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: f.write(json.dumps(obj, indent=1).encode()), suffix=".json")
 
 
 # -- loading --------------------------------------------------------------------------------------

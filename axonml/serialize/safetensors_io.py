@@ -16,7 +16,7 @@ import json
 import os
 import struct
 import tempfile
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import ml_dtypes
 import numpy as np
@@ -37,6 +37,38 @@ _DTYPES = {
 }
 _CODES = {v: k for k, v in _DTYPES.items()}
 _MAX_HEADER = 100 * 1024 * 1024
+
+
+def atomic_write(path: str | os.PathLike, fill: Callable[[Any], None], suffix: str = "") -> None:
+    """Write a file all or nothing: ``fill(f)`` writes into a temporary file (binary) in the
+    same folder, which is flushed to disk and renamed over ``path``; the rename is made
+    durable too. A crash leaves the old file or the new one, never a torn one.
+
+    Example::
+
+        atomic_write("meta.json", lambda f: f.write(json.dumps(meta).encode()), suffix=".json")
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fill(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    try:  # make the rename itself durable
+        dfd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
 
 
 def write_safetensors(
@@ -67,30 +99,14 @@ def write_safetensors(
         offset += nbytes
     hjson = json.dumps(header, separators=(",", ":")).encode()
     hjson += b" " * (-len(hjson) % 8)
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(struct.pack("<Q", len(hjson)))
-            f.write(hjson)
-            for arr in blobs:
-                f.write(memoryview(arr.reshape(-1).view(np.uint8)))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+
+    def fill(f: Any) -> None:
+        f.write(struct.pack("<Q", len(hjson)))
+        f.write(hjson)
+        for arr in blobs:
+            f.write(memoryview(arr.reshape(-1).view(np.uint8)))
+
+    atomic_write(path, fill, suffix=".safetensors")
 
 
 def read_header(path: str | os.PathLike) -> tuple[dict, dict, int]:

@@ -145,29 +145,8 @@ class ShmFastPaths:
         shm = self.shm
         if shm is None or post is not None or meta is None or not meta.get("sync") or not self._enter_inline():
             return super().barrier(meta, post)
-        what = self._sync_what
-        what.gather = None
-        t0 = time.perf_counter() if self._observer is not None else 0.0
-        try:
-            what.seq = seq = next(self._seq)
-            what.key = key = (meta.get("op", "barrier"), meta.get("shapes") or (), meta.get("dtype") or "", ())
-            if self.check:
-                h = self._digests.get(key)
-                shm.pending = (h, seq) if h is not None else self._digest(what.desc())
-            try:
-                shm.step(what)
-            except Diverged:
-                self._mismatch(what.desc())
-            finally:
-                shm.pending = None
-        except BaseException as exc:
-            self._set_broken(exc)
-            raise
-        finally:
-            self._leave_inline()
-        if t0:
-            self._observe(key[0], 0, time.perf_counter() - t0)
-        return self._done_work
+        key = (meta.get("op", "barrier"), meta.get("shapes") or (), meta.get("dtype") or "", ())
+        return self._inline(key, None, shm.step, (), 0, None)
 
     def _inline(self, key: tuple, gather: tuple | None, run: Any, args: tuple, nbytes: int, post: Any) -> Work:
         """Run ``run(*args, what)`` (one shared-memory phase) as the collective described by
