@@ -299,16 +299,35 @@ def _describe(exc: BaseException) -> str:
     return "\n".join(lines[-15:])
 
 
+_GRACE_S = 2.0  # after a first failure, how long the other ranks' outcomes are awaited to find the cause
+
+
+def _secondary(what: Any) -> bool:
+    """A rank that failed only because a peer did: its collective raised naming the peer."""
+    return isinstance(what, BaseException) and any(k in str(what) for k in ("CollectiveError", "PeerFailure"))
+
+
 def _wait(refs: list, deadline: float | None, failed: Callable[[int, Any], bool]) -> tuple[list, tuple | None]:
-    """Results in rank order, or ``(None, (rank, exc_or_value))`` at the first failure."""
+    """Results in rank order, or ``(None, (rank, exc_or_value))`` for the failure that caused
+    the others: when one rank dies, its peers' collectives fail too, often first; so the
+    outcomes of the others are awaited for a moment and a rank that failed on its own is
+    blamed before one whose collective merely reported the dead peer."""
     ray = _ray()
     index = {ref: r for r, ref in enumerate(refs)}
     results: list[Any] = [None] * len(refs)
     pending = list(refs)
+    failures: list[tuple] = []
+    grace_end: float | None = None
     while pending:
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if grace_end is not None:
+            left = max(0.0, grace_end - time.monotonic()) if left is None else min(left, max(0.0, grace_end - time.monotonic()))
         ready, pending = ray.wait(pending, num_returns=1, timeout=None if left is None else min(left, 1.0))
+        if not ready and grace_end is not None and time.monotonic() >= grace_end:
+            break
         if not ready and deadline is not None and time.monotonic() >= deadline:
+            if failures:
+                break
             rank = index[pending[0]]
             return [], (rank, TimeoutError(f"rank {rank} (and {len(pending) - 1} more) still running at the job timeout"))
         for ref in ready:
@@ -316,10 +335,16 @@ def _wait(refs: list, deadline: float | None, failed: Callable[[int, Any], bool]
             try:
                 value = ray.get(ref)
             except Exception as exc:  # noqa: BLE001  (a failed rank: restart or report)
-                return [], (rank, exc)
+                failures.append((rank, exc))
+                continue
             if failed(rank, value):
-                return [], (rank, value)
+                failures.append((rank, value))
+                continue
             results[rank] = value
+        if failures and grace_end is None:
+            grace_end = time.monotonic() + _GRACE_S
+    if failures:
+        return [], next((f for f in failures if not _secondary(f[1])), failures[0])
     return results, None
 
 
