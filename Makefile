@@ -1,4 +1,5 @@
-# The two entry points of the README: `make run` (set up, then the main job) and
+# The two entry points of the README: `make run` (set up, then the main job: a small GPT-2
+# trained with DDP on 2 processes, examples/train_gpt.py) and
 # `make test` (set up, then the whole test suite). Both create the virtual environment
 # on first use, so they work on a fresh machine.
 PYTHON ?= python3
@@ -17,7 +18,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 run: $(STAMP)
-	OMP_NUM_THREADS=1 $(VENV)/bin/axonml-launch --standalone --nproc-per-node 2 examples/train_mlp.py
+	OMP_NUM_THREADS=1 $(VENV)/bin/axonml-launch --standalone --nproc-per-node 2 examples/train_gpt.py
 
 test: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile tests
