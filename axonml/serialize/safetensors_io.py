@@ -39,6 +39,18 @@ _CODES = {v: k for k, v in _DTYPES.items()}
 _MAX_HEADER = 100 * 1024 * 1024
 
 
+def _umask() -> int:
+    """The process umask, read without changing it (os.umask would race other threads)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
 def atomic_write(path: str | os.PathLike, fill: Callable[[Any], None], suffix: str = "") -> None:
     """Write a file all or nothing: ``fill(f)`` writes into a temporary file (binary) in the
     same folder, which is flushed to disk and renamed over ``path``; the rename is made
@@ -53,6 +65,7 @@ def atomic_write(path: str | os.PathLike, fill: Callable[[Any], None], suffix: s
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would
             fill(f)
             f.flush()
             os.fsync(f.fileno())

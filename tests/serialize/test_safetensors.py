@@ -2,6 +2,7 @@
 (NumPy and PyTorch sides), atomic writes, and clear errors on bad files."""
 
 import os
+import stat
 
 import numpy as np
 import pytest
@@ -125,3 +126,17 @@ def test_read_slice_reads_rows(tmp_path):
     np.testing.assert_array_equal(ax.serialize.read_slice(p, "w", 1, 3), w.numpy()[1:3])
     with pytest.raises(CheckpointError, match="out of range"):
         ax.serialize.read_slice(p, "w", 3, 9)
+
+
+def test_atomic_write_gives_the_mode_open_would(tmp_path):
+    # mkstemp creates 0600 files; saved models must be readable like any file the user writes
+    from axonml.serialize import atomic_write
+
+    old = os.umask(0o027)
+    try:
+        atomic_write(tmp_path / "a.bin", lambda f: f.write(b"x"))
+        with open(tmp_path / "b.bin", "wb") as f:
+            f.write(b"x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "a.bin").st_mode) == stat.S_IMODE(os.stat(tmp_path / "b.bin").st_mode) == 0o640
