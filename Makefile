@@ -33,6 +33,7 @@ bench: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) bench/ddp.py
 	OMP_NUM_THREADS=1 $(PY) bench/fsdp.py
 	OMP_NUM_THREADS=1 $(PY) bench/launch.py
+	OMP_NUM_THREADS=1 $(PY) bench/gpt.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
