@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import socket
 import statistics
 import time
 from typing import Any, Callable
@@ -51,6 +52,58 @@ def timeit_pair(
                 fn()
             out.append((time.perf_counter() - t0) / inner)
     return _summary(a), _summary(b)
+
+
+def interleaved_samples(
+    fns: dict[str, Callable[[], Any]], iters: int, warmup: int, before: Callable[[], Any] | None = None
+) -> dict[str, list]:
+    """Seconds per call of each function, samples interleaved (a, b, c, a, b, c, ...) after ``warmup``
+    untimed rounds; ``before`` (a barrier that keeps ranks in step) runs, untimed, before every call."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            if before is not None:
+                before()
+            fn()
+    samples: dict[str, list] = {name: [] for name in fns}
+    for _ in range(iters):
+        for name, fn in fns.items():
+            if before is not None:
+                before()
+            t0 = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - t0)
+    return samples
+
+
+def train_step(opt: Any, loss_fn: Callable[[], Any]) -> Callable[[], Any]:
+    """A step function: zero_grad, ``loss_fn()`` (the forward), backward, optimizer step; it returns the loss."""
+
+    def step() -> Any:
+        opt.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read_rank_results(paths: list[str], folder: str) -> list:
+    """Load each rank's JSON result (rank order), deleting the files and then their ``folder``."""
+    results = []
+    for path in paths:
+        with open(path) as f:
+            results.append(json.load(f))
+        os.unlink(path)
+    os.rmdir(folder)
+    return results
 
 
 def _summary(samples: list) -> dict:

@@ -22,18 +22,25 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import sys
 import tempfile
-import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import numpy as np  # noqa: E402
-from common import _summary, compare, timeit, write_results  # noqa: E402
+from common import (  # noqa: E402
+    _summary,
+    compare,
+    free_port,
+    interleaved_samples,
+    read_rank_results,
+    timeit,
+    train_step,
+    write_results,
+)
 from models import copy_weights, tiny_gpt  # noqa: E402
 
 WORLD = 2
@@ -98,15 +105,7 @@ def _build(kind: str, rank: int):
             else:
                 def loss_fn(model=model, ta=ta, tb=tb):
                     return torch.nn.functional.mse_loss(model(ta), tb)
-
-        def step(loss_fn=loss_fn, opt=opt):
-            opt.zero_grad()
-            loss = loss_fn()
-            loss.backward()
-            opt.step()
-            return loss
-
-        steps[name] = step
+        steps[name] = train_step(opt, loss_fn)
     return steps
 
 
@@ -124,28 +123,13 @@ def rank_main(rank: int, port_ax: int, port_torch: int, iters: int, out_path: st
     for kind in ("gpt", "mlp"):
         steps = _build(kind, rank)
         first = {name: float(steps[name]().item()) for name in VARIANTS}
-        for _ in range(2):  # warm-up (and the bucket rebuild after the first DDP iteration)
-            for name in VARIANTS:
-                dist.barrier()
-                steps[name]()
-        samples: dict = {name: [] for name in VARIANTS}
-        for _ in range(iters):
-            for name in VARIANTS:
-                dist.barrier()
-                t0 = time.perf_counter()
-                steps[name]()
-                samples[name].append(time.perf_counter() - t0)
+        # 2 warm-up rounds (and the bucket rebuild after the first DDP iteration); steps are in VARIANTS order
+        samples = interleaved_samples(steps, iters, 2, before=dist.barrier)
         result[kind] = {"first_loss": first, "samples": samples}
     with open(out_path, "w") as f:
         json.dump(result, f)
     tdist.destroy_process_group()
     dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _alone(kind: str, iters: int) -> dict:
@@ -183,7 +167,7 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix="axonml-bench-ddp-")
     outs = [os.path.join(tmp, f"rank{r}.json") for r in range(WORLD)]
     ctx = mp.get_context("spawn")
-    port_ax, port_torch = _free_port(), _free_port()
+    port_ax, port_torch = free_port(), free_port()
     procs = [ctx.Process(target=rank_main, args=(r, port_ax, port_torch, args.iters, outs[r])) for r in range(WORLD)]
     for p in procs:
         p.start()
@@ -191,12 +175,7 @@ def main() -> None:
         p.join(1800)
     if any(p.exitcode != 0 for p in procs):
         raise SystemExit(f"a rank failed: exit codes {[p.exitcode for p in procs]}")
-    per_rank = []
-    for path in outs:
-        with open(path) as f:
-            per_rank.append(json.load(f))
-        os.unlink(path)
-    os.rmdir(tmp)
+    per_rank = read_rank_results(outs, tmp)
 
     print(f"2 ranks, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}; ratios are ours/peer (lower is better); "
           "timings of rank 0 (the slower rank's median is in the JSON)")

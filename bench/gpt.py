@@ -35,7 +35,6 @@ import cProfile
 import json
 import os
 import pstats
-import socket
 import statistics
 import sys
 import tempfile
@@ -47,7 +46,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import numpy as np  # noqa: E402
-from common import _summary, write_results  # noqa: E402
+from common import _summary, free_port, interleaved_samples, read_rank_results, train_step, write_results  # noqa: E402
 
 MODEL = dict(vocab_size=2048, n_positions=128, n_embd=256, n_layer=4, n_head=4,
              resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
@@ -79,16 +78,7 @@ def _batch(seed: int, batch: int, seq: int) -> np.ndarray:
 
 def interleave(fns: dict[str, Callable[[], Any]], iters: int, warmup: int) -> dict[str, dict]:
     """Time several functions with interleaved samples (a, b, c, a, b, c, ...); summaries by name."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    samples: dict[str, list] = {name: [] for name in fns}
-    for _ in range(iters):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            samples[name].append(time.perf_counter() - t0)
-    return {name: _summary(s) for name, s in samples.items()}
+    return {name: _summary(s) for name, s in interleaved_samples(fns, iters, warmup).items()}
 
 
 def row(name: str, tokens: int, ours: dict, peer: dict) -> dict:
@@ -140,28 +130,11 @@ def build_trainers(pretrained: str, ids: np.ndarray, ddp: bool = False) -> dict[
     h_opt = torch.optim.AdamW(hf.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
     t_opt = torch.optim.AdamW(twin.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
 
-    def ax_step() -> Any:
-        a_opt.zero_grad()
-        loss = am(a_ids, labels=a_ids).loss
-        loss.backward()
-        a_opt.step()
-        return loss
-
-    def hf_step() -> Any:
-        h_opt.zero_grad()
-        loss = hf(t_ids, labels=t_ids).loss
-        loss.backward()
-        h_opt.step()
-        return loss
-
-    def twin_step() -> Any:
-        t_opt.zero_grad()
-        loss = twin(t_ids, t_ids)
-        loss.backward()
-        t_opt.step()
-        return loss
-
-    return {"axonml": ax_step, "transformers": hf_step, "twin": twin_step}
+    return {
+        "axonml": train_step(a_opt, lambda: am(a_ids, labels=a_ids).loss),
+        "transformers": train_step(h_opt, lambda: hf(t_ids, labels=t_ids).loss),
+        "twin": train_step(t_opt, lambda: twin(t_ids, t_ids)),
+    }
 
 
 def check_logits(am: Any, hf: Any, twin: Any, a_ids: Any, t_ids: Any) -> None:
@@ -223,27 +196,11 @@ def rank_main(rank: int, port_ax: int, port_torch: int, pretrained: str, batch: 
     tdist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port_torch}", rank=rank, world_size=WORLD)
     steps = build_trainers(pretrained, _batch(100 + rank, batch, seq), ddp=True)
     losses = check_losses(steps, f"DDP rank {rank}")
-    for _ in range(warmup):
-        for fn in steps.values():
-            dist.barrier()
-            fn()
-    samples: dict[str, list] = {name: [] for name in steps}
-    for _ in range(iters):
-        for name, fn in steps.items():
-            dist.barrier()
-            t0 = time.perf_counter()
-            fn()
-            samples[name].append(time.perf_counter() - t0)
+    samples = interleaved_samples(steps, iters, warmup, before=dist.barrier)
     with open(out, "w") as f:
         json.dump({"losses": losses, "samples": samples}, f)
     tdist.destroy_process_group()
     dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def bench_ddp(pretrained: str, batch: int, seq: int, iters: int, warmup: int) -> tuple[list, dict]:
@@ -252,7 +209,7 @@ def bench_ddp(pretrained: str, batch: int, seq: int, iters: int, warmup: int) ->
     tmp = tempfile.mkdtemp(prefix="axonml-bench-gpt-")
     outs = [os.path.join(tmp, f"rank{r}.json") for r in range(WORLD)]
     ctx = mp.get_context("spawn")
-    ports = (_free_port(), _free_port())
+    ports = (free_port(), free_port())
     procs = [ctx.Process(target=rank_main, args=(r, *ports, pretrained, batch, seq, iters, warmup, outs[r]))
              for r in range(WORLD)]
     for p in procs:
@@ -265,12 +222,7 @@ def bench_ddp(pretrained: str, batch: int, seq: int, iters: int, warmup: int) ->
             if p.is_alive():
                 p.kill()
         raise SystemExit(f"DDP: a rank failed or hung: exit codes {[p.exitcode for p in procs]}")
-    per_rank = []
-    for path in outs:
-        with open(path) as f:
-            per_rank.append(json.load(f))
-        os.unlink(path)
-    os.rmdir(tmp)
+    per_rank = read_rank_results(outs, tmp)
     # an iteration lasts as long as its slower rank
     s = {name: _summary([max(pr["samples"][name][i] for pr in per_rank) for i in range(iters)]) for name in TRAINERS}
     tokens = WORLD * batch * seq

@@ -27,6 +27,7 @@ from ..tensor import Tensor
 from ._tokenizer_utils import (
     SPECIAL_TOKEN_ATTRIBUTES,
     TOKENIZER_CONFIG_NAME,
+    TOKENIZER_JSON_NAME,
     VERY_LARGE_INTEGER,
     BatchEncoding,
     _as_id_list,
@@ -41,6 +42,7 @@ from ._tokenizer_utils import (
     _token_content,
     _truncation_strategy,
     check_dir,
+    load_from_folder,
     read_json,
     read_tokenizer_config,
 )
@@ -485,6 +487,6 @@ class PreTrainedTokenizer:
 
 # the names bpe.py, wordpiece.py and the package's __init__ import from here (some defined in _tokenizer_utils)
 __all__ = [
-    "SPECIAL_TOKEN_ATTRIBUTES", "TOKENIZER_CONFIG_NAME", "VERY_LARGE_INTEGER", "BatchEncoding",
-    "PreTrainedTokenizer", "check_dir", "read_json",
+    "SPECIAL_TOKEN_ATTRIBUTES", "TOKENIZER_CONFIG_NAME", "TOKENIZER_JSON_NAME", "VERY_LARGE_INTEGER", "BatchEncoding",
+    "PreTrainedTokenizer", "check_dir", "load_from_folder", "read_json",
 ]

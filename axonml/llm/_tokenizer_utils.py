@@ -15,6 +15,7 @@ from ..tensor import Tensor, tensor
 
 SPECIAL_TOKEN_ATTRIBUTES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
+TOKENIZER_JSON_NAME = "tokenizer.json"
 VERY_LARGE_INTEGER = int(1e30)  # "no limit", as transformers writes it
 _TRUNCATION_STRATEGIES = ("longest_first", "only_first", "only_second", "do_not_truncate")
 
@@ -176,3 +177,31 @@ def read_tokenizer_config(directory: str, wanted: Iterable[str]) -> tuple[dict[s
     for _, entry in sorted(config.get("added_tokens_decoder", {}).items(), key=lambda kv: int(kv[0])):
         (added_special if entry.get("special") else added).append(entry["content"])
     return kwargs, added, added_special
+
+
+def load_from_folder(
+    cls: Any, d: str, what: str, native: tuple[str, ...], native_desc: str, extra_keys: tuple[str, ...],
+    foreign_keys: tuple[str, ...], kwargs: dict[str, Any],
+) -> Any:
+    """The body of a tokenizer's ``from_pretrained`` on the folder ``d``: read ``tokenizer_config.json``
+    (``cls._config_keys``, the special tokens, ``extra_keys`` and the base class's settings), build
+    ``cls(*native files, ...)`` when the ``native`` files are there, else from ``tokenizer.json``
+    (keyword arguments win over the saved config), then restore the special tokens that ``cls`` takes
+    no constructor argument for (``foreign_keys``) and the added tokens. ``what`` starts the error."""
+    wanted = (*cls._config_keys, *SPECIAL_TOKEN_ATTRIBUTES, *extra_keys, "model_max_length", "padding_side",
+              "truncation_side", "additional_special_tokens")  # fmt: skip
+    config, added, added_special = cls._read_config(d, wanted)
+    foreign = {k: config.pop(k) for k in foreign_keys if k in config}
+    paths = [os.path.join(d, name) for name in native]
+    json_path = os.path.join(d, TOKENIZER_JSON_NAME)
+    if all(os.path.isfile(path) for path in paths):
+        tok = cls(*paths, **{**config, **kwargs})
+    elif os.path.isfile(json_path):
+        tok = cls.from_tokenizer_json(json_path, **{**config, **kwargs})
+    else:
+        have = sorted(os.listdir(d))[:20]
+        raise CheckpointError(f"{what}: {d!r} has neither {native_desc} nor tokenizer.json (it has {have})")
+    tok.add_special_tokens({k: v for k, v in foreign.items() if v is not None})
+    tok.add_tokens(added)
+    tok.add_tokens(added_special, special_tokens=True)
+    return tok

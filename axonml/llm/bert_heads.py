@@ -32,7 +32,7 @@ from ..errors import DTypeError, ShapeError
 from ..nn import functional as F
 from ..tensor import Tensor, tensor
 from .bert import BertConfig, BertModel, BertPreTrainedModel, activation, init_bert_weights
-from .outputs import MaskedLMOutput, SequenceClassifierOutput
+from .outputs import BaseModelOutput, MaskedLMOutput, SequenceClassifierOutput
 
 
 class BertPredictionHeadTransform(nn.Module):
@@ -76,7 +76,26 @@ def _labels(labels: Any, device: Any) -> Tensor:
     return labels if isinstance(labels, Tensor) else tensor(np.asarray(labels), device=device)
 
 
-class BertForMaskedLM(BertPreTrainedModel):
+class _BertWithHead(BertPreTrainedModel):
+    """The forward of the BERT models with a task head: the backbone ``bert``, then the head's ``_head``."""
+
+    def forward(
+        self,
+        input_ids: Any,
+        attention_mask: Any = None,
+        token_type_ids: Any = None,
+        position_ids: Any = None,
+        labels: Any = None,
+        output_hidden_states: bool = False,
+    ) -> MaskedLMOutput | SequenceClassifierOutput:
+        base = self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states)
+        return self._head(base, labels)
+
+    def _head(self, base: BaseModelOutput, labels: Any) -> MaskedLMOutput | SequenceClassifierOutput:
+        raise NotImplementedError
+
+
+class BertForMaskedLM(_BertWithHead):
     """BERT (without pooler) and the masked-LM head: ``logits`` (B, T, vocab) at every position.
 
     ``forward(input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
@@ -107,16 +126,7 @@ class BertForMaskedLM(BertPreTrainedModel):
     def get_output_embeddings(self) -> nn.Linear:
         return self.cls.predictions.decoder
 
-    def forward(
-        self,
-        input_ids: Any,
-        attention_mask: Any = None,
-        token_type_ids: Any = None,
-        position_ids: Any = None,
-        labels: Any = None,
-        output_hidden_states: bool = False,
-    ) -> MaskedLMOutput:
-        base = self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states)
+    def _head(self, base: BaseModelOutput, labels: Any) -> MaskedLMOutput:
         logits = self.cls(base.last_hidden_state)  # (B, T, V)
         loss = None
         if labels is not None:
@@ -131,7 +141,7 @@ class BertForMaskedLM(BertPreTrainedModel):
         return MaskedLMOutput(loss=loss, logits=logits, hidden_states=base.hidden_states)
 
 
-class BertForSequenceClassification(BertPreTrainedModel):
+class BertForSequenceClassification(_BertWithHead):
     """BERT, the pooled [CLS] state, dropout and a linear ``classifier`` to ``num_labels`` scores.
 
     ``forward(input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
@@ -153,16 +163,7 @@ class BertForSequenceClassification(BertPreTrainedModel):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         init_bert_weights([self.classifier], config.initializer_range)
 
-    def forward(
-        self,
-        input_ids: Any,
-        attention_mask: Any = None,
-        token_type_ids: Any = None,
-        position_ids: Any = None,
-        labels: Any = None,
-        output_hidden_states: bool = False,
-    ) -> SequenceClassifierOutput:
-        base = self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states)
+    def _head(self, base: BaseModelOutput, labels: Any) -> SequenceClassifierOutput:
         logits = self.classifier(self.dropout(base.pooler_output))  # (B, num_labels)
         loss = None
         if labels is not None:

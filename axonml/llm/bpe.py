@@ -31,15 +31,15 @@ import regex
 
 from ..errors import CheckpointError
 from ._tokenizer_base import (
-    SPECIAL_TOKEN_ATTRIBUTES,
     VERY_LARGE_INTEGER,
     PreTrainedTokenizer,
     check_dir,
+    load_from_folder,
     read_json,
 )
 
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
-VOCAB_NAME, MERGES_NAME, TOKENIZER_JSON_NAME = "vocab.json", "merges.txt", "tokenizer.json"
+VOCAB_NAME, MERGES_NAME = "vocab.json", "merges.txt"
 _CACHE_LIMIT = 500_000  # distinct words remembered before the word cache starts afresh
 
 
@@ -250,26 +250,11 @@ class GPT2Tokenizer(PreTrainedTokenizer):
     def from_pretrained(cls, pretrained_dir: str | os.PathLike, **kwargs: Any) -> "GPT2Tokenizer":
         """Load a folder: ``vocab.json`` + ``merges.txt``, or else ``tokenizer.json``; plus
         ``tokenizer_config.json`` when present. Keyword arguments override the saved config."""
-        d = check_dir(pretrained_dir, "GPT2Tokenizer.from_pretrained", "vocab.json + merges.txt or tokenizer.json")
-        wanted = (*cls._config_keys, *SPECIAL_TOKEN_ATTRIBUTES, "pattern", "ignore_merges", "model_max_length",
-                  "padding_side", "truncation_side", "additional_special_tokens")  # fmt: skip
-        config, added, added_special = cls._read_config(d, wanted)
-        foreign = {k: config.pop(k) for k in ("sep_token", "cls_token", "mask_token") if k in config}
-        vocab_path, merges_path = os.path.join(d, VOCAB_NAME), os.path.join(d, MERGES_NAME)
-        json_path = os.path.join(d, TOKENIZER_JSON_NAME)
-        if os.path.isfile(vocab_path) and os.path.isfile(merges_path):
-            tok = cls(vocab_path, merges_path, **{**config, **kwargs})
-        elif os.path.isfile(json_path):
-            tok = cls.from_tokenizer_json(json_path, **{**config, **kwargs})
-        else:
-            have = sorted(os.listdir(d))[:20]
-            raise CheckpointError(
-                f"GPT2Tokenizer.from_pretrained: {d!r} has neither vocab.json + merges.txt nor tokenizer.json (it has {have})"
-            )
-        tok.add_special_tokens({k: v for k, v in foreign.items() if v is not None})
-        tok.add_tokens(added)
-        tok.add_tokens(added_special, special_tokens=True)
-        return tok
+        what = "GPT2Tokenizer.from_pretrained"
+        d = check_dir(pretrained_dir, what, "vocab.json + merges.txt or tokenizer.json")
+        return load_from_folder(cls, d, what, (VOCAB_NAME, MERGES_NAME), "vocab.json + merges.txt",
+                                extra_keys=("pattern", "ignore_merges"), foreign_keys=("sep_token", "cls_token", "mask_token"),
+                                kwargs=kwargs)  # fmt: skip
 
     @classmethod
     def from_tokenizer_json(cls, path: str | os.PathLike, **kwargs: Any) -> "GPT2Tokenizer":

@@ -30,22 +30,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .. import nn
-from ..autograd import is_grad_enabled, no_grad
-from ..autograd.checkpoint import checkpoint
-from ..errors import CheckpointError, DTypeError, ShapeError
+from ..errors import ShapeError
 from ..nn import functional as F
 from ..tensor import Tensor, tensor
-from . import _hf
-from ._decoder import causal_lm_loss, decoder_attention_mask, decoder_position_ids
+from ._decoder import DecoderLM, DecoderModel, as_ids, causal_lm_loss, decoder_attention_mask, decoder_position_ids
 from .cache import KVCache
-from .generation import generate
 from .outputs import BaseModelOutput, CausalLMOutput
 
 logger = logging.getLogger(__name__)
@@ -224,22 +219,15 @@ class GPT2Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
-def _as_ids(x: Any, name: str, device: Any) -> Tensor:
-    """An int64 (B, T) tensor from a Tensor, NumPy array or nested list."""
-    t = x if isinstance(x, Tensor) else tensor(np.asarray(x), device=device)
-    if t.dtype.is_floating_point or t.dtype.name == "bool":
-        raise DTypeError(f"GPT2: {name} must hold integers (int64), got dtype {t.dtype}; convert with .long()")
-    if t.ndim != 2:
-        raise ShapeError(f"GPT2: {name} must be (batch, seq_len), got shape {tuple(t.shape)}; add a batch dim with [None]")
-    return t if t.dtype.name == "int64" else t.long()
-
-
-class GPT2Model(nn.Module):
+class GPT2Model(DecoderModel):
     """The GPT-2 backbone: token and position embeddings, ``n_layer`` blocks, a final LayerNorm.
 
     ``forward`` takes the shared decoder arguments (see :class:`GPT2LMHeadModel`) and returns a
     :class:`BaseModelOutput` whose ``last_hidden_state`` is (B, T, n_embd).
     """
+
+    _label, _logger = "GPT2", logger
+    _embed_name, _blocks_name, _norm_name = "wte", "h", "ln_f"
 
     def __init__(self, config: GPT2Config) -> None:
         super().__init__()
@@ -290,29 +278,14 @@ class GPT2Model(nn.Module):
         output_hidden_states: bool = False,
     ) -> BaseModelOutput:
         device = self.wte.weight.device
-        ids = _as_ids(input_ids, "input_ids", device)
+        ids = as_ids(input_ids, "input_ids", device, "GPT2")
         bsz, length = ids.shape
-        cache = past_key_values
-        if cache is None and use_cache:
-            cache = KVCache(self.config.n_layer)
-        checkpointing = self.gradient_checkpointing and self.training and is_grad_enabled()
-        if checkpointing and cache is not None:
-            logger.warning("GPT2: use_cache is ignored with gradient checkpointing in training (recomputation would re-append)")
-            cache = None
-        past = cache.seq_length if cache is not None else 0
-        mask = None
-        if attention_mask is not None:
-            mask = attention_mask.numpy() if isinstance(attention_mask, Tensor) else np.asarray(attention_mask)
-            if mask.shape != (bsz, past + length):
-                raise ShapeError(
-                    f"GPT2: attention_mask must be (batch, past + seq_len) = ({bsz}, {past + length}) "
-                    f"(past={past} cached positions), got shape {tuple(mask.shape)}"
-                )
+        cache, checkpointing, past, mask = self._prepare(attention_mask, past_key_values, use_cache, bsz, length)
         if position_ids is None:
             pos = decoder_position_ids(mask, bsz, past, length)
             pos_t = tensor(pos, device=device)
         else:
-            pos_t = _as_ids(position_ids, "position_ids", device)
+            pos_t = as_ids(position_ids, "position_ids", device, "GPT2")
             pos = pos_t.numpy()
         if pos.size and int(pos.max()) >= self.config.n_positions:
             raise ShapeError(
@@ -321,25 +294,11 @@ class GPT2Model(nn.Module):
             )
         x = self.drop(self.wte(ids) + self.wpe(pos_t))
         attn_mask = decoder_attention_mask(mask, past, length, x.dtype, device)
-        hidden: list[Tensor] = []
-        for blk in self.h:
-            if output_hidden_states:
-                hidden.append(x)
-            if checkpointing:
-                x = checkpoint(lambda h, b=blk: b(h, attn_mask), x)
-            else:
-                x = blk(x, attn_mask, cache)
-        x = self.ln_f(x)
-        if output_hidden_states:
-            hidden.append(x)
-        return BaseModelOutput(
-            last_hidden_state=x,
-            past_key_values=cache if use_cache or past_key_values is not None else None,
-            hidden_states=tuple(hidden) if output_hidden_states else None,
-        )
+        keep_cache = use_cache or past_key_values is not None
+        return self._run_blocks(x, (attn_mask,), cache, checkpointing, output_hidden_states, keep_cache)
 
 
-class GPT2LMHeadModel(nn.Module):
+class GPT2LMHeadModel(DecoderLM):
     """GPT-2 with a language-model head (tied to the token embedding by default).
 
     ``forward(input_ids, attention_mask=None, position_ids=None, past_key_values=None,
@@ -357,31 +316,11 @@ class GPT2LMHeadModel(nn.Module):
         out = model(ids, labels=ids); out.loss.backward()
     """
 
+    base_model_prefix, config_class, _hf_name = "transformer", GPT2Config, "GPT2LMHeadModel"
+    _hf_ignored, _hf_transposed = _IGNORED, _CONV1D
+
     def __init__(self, config: GPT2Config) -> None:
-        super().__init__()
-        self.config = config
-        self.transformer = GPT2Model(config)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        if config.tie_word_embeddings:
-            self.lm_head.weight = self.transformer.wte.weight
-        else:
-            nn.init.normal_(self.lm_head.weight, 0.0, config.initializer_range)
-
-    @property
-    def blocks(self) -> nn.ModuleList:
-        """The ``n_layer`` transformer blocks (FSDP's wrapping unit)."""
-        return self.transformer.h
-
-    def gradient_checkpointing_enable(self) -> None:
-        """Recompute each block's activations in backward (training with grad only)."""
-        self.transformer.gradient_checkpointing_enable()
-
-    def gradient_checkpointing_disable(self) -> None:
-        self.transformer.gradient_checkpointing_disable()
-
-    @property
-    def is_gradient_checkpointing(self) -> bool:
-        return self.transformer.gradient_checkpointing
+        super().__init__(config, GPT2Model(config), config.n_embd)
 
     def forward(
         self,
@@ -394,67 +333,13 @@ class GPT2LMHeadModel(nn.Module):
         output_hidden_states: bool = False,
     ) -> CausalLMOutput:
         base = self.transformer(input_ids, attention_mask, position_ids, past_key_values, use_cache, output_hidden_states)
-        h = base.last_hidden_state
-        logits = self.lm_head(h)  # (B, T, V)
-        loss = None
-        if labels is not None:
-            loss = causal_lm_loss(logits, labels)
-        return CausalLMOutput(loss=loss, logits=logits, past_key_values=base.past_key_values, hidden_states=base.hidden_states)
-
-    def generate(self, input_ids: Any, attention_mask: Any = None, **kwargs: Any) -> Tensor:
-        """Greedy or sampled continuation; see :func:`axonml.llm.generation.generate` for the arguments."""
-        return generate(self, input_ids, attention_mask=attention_mask, **kwargs)
-
-    # -- Hugging Face directories -------------------------------------------------------------
-    @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, dtype: Any = None) -> "GPT2LMHeadModel":
-        """Load a folder written by transformers' ``GPT2LMHeadModel.save_pretrained`` (or ours).
-
-        ``dtype``: the parameters' dtype (default: the default dtype, float32).
-        """
-        cfg_dict, tensors = _hf.read_pretrained(directory)
-        config = GPT2Config.from_dict(cfg_dict)
-        with no_grad():
-            model = cls(config)
-        model.load_hf_state_dict(tensors, where=f"GPT2LMHeadModel.from_pretrained({os.fspath(directory)!r})")
-        if dtype is not None:
-            model.to(dtype=dtype)
-        return model
+        return self._lm_output(base, labels)
 
     def load_hf_state_dict(self, tensors: dict[str, np.ndarray], where: str = "GPT2LMHeadModel") -> None:
         """Copy transformers-named, (in, out)-layout GPT-2 tensors into this model (the dict is consumed)."""
         if tensors and not any(k.startswith("transformer.") for k in tensors):
             tensors = {"transformer." + k: v for k, v in tensors.items()}  # a bare GPT2Model checkpoint
-        for k in [k for k in tensors if k.endswith(_IGNORED)]:
-            del tensors[k]
-        own = self.state_dict()
-        state: dict[str, np.ndarray] = {}
-        for name, p in own.items():
-            if name == "lm_head.weight" and self.config.tie_word_embeddings:
-                tensors.pop(name, None)  # tied: the embedding is the head
-                continue
-            conv = name.endswith(_CONV1D)
-            shape = tuple(p.shape)[::-1] if conv else tuple(p.shape)
-            arr = _hf.take(tensors, name, shape, where)
-            state[name] = np.ascontiguousarray(arr.T) if conv else arr
-        if tensors:
-            raise CheckpointError(f"{where}: unexpected tensors in the checkpoint: {sorted(tensors)[:10]}")
-        with no_grad():
-            for name, p in own.items():
-                if name in state:
-                    p.copy_(tensor(state[name].astype(p.dtype.name, copy=False), device=p.device))
-
-    def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """Write config.json + model.safetensors that transformers' ``GPT2LMHeadModel.from_pretrained`` loads."""
-        out: dict[str, np.ndarray] = {}
-        for name, p in self.state_dict().items():
-            if name == "lm_head.weight" and self.config.tie_word_embeddings:
-                continue
-            arr = p.numpy()
-            out[name] = np.ascontiguousarray(arr.T) if name.endswith(_CONV1D) else np.ascontiguousarray(arr)
-        cfg = self.config.to_dict()
-        cfg["dtype"] = self.transformer.wte.weight.dtype.name
-        _hf.write_pretrained(directory, cfg, out)
+        self._load_hf_tensors(tensors, where)
 
 
 __all__ = [

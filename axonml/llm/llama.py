@@ -32,21 +32,17 @@ repeated to the query heads inside attention (``enable_gqa``); the cache keeps o
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import numpy as np
 
 from .. import nn
-from ..autograd import is_grad_enabled, no_grad
-from ..autograd.checkpoint import checkpoint
-from ..errors import CheckpointError, DTypeError, ShapeError
+from ..autograd import no_grad
+from ..errors import ShapeError
 from ..nn import functional as F
 from ..tensor import Tensor, cat, tensor
-from . import _hf
-from ._decoder import causal_lm_loss, decoder_attention_mask, decoder_position_ids
+from ._decoder import DecoderLM, DecoderModel, as_ids, decoder_attention_mask, decoder_position_ids
 from .cache import KVCache
-from .generation import generate
 from .llama_config import _ACTIVATIONS, LlamaConfig
 from .outputs import BaseModelOutput, CausalLMOutput
 
@@ -187,22 +183,15 @@ class LlamaDecoderLayer(nn.Module):
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
-def _as_ids(x: Any, name: str, device: Any) -> Tensor:
-    """An int64 (B, T) tensor from a Tensor, NumPy array or nested list."""
-    t = x if isinstance(x, Tensor) else tensor(np.asarray(x), device=device)
-    if t.dtype.is_floating_point or t.dtype.name == "bool":
-        raise DTypeError(f"Llama: {name} must hold integers (int64), got dtype {t.dtype}; convert with .long()")
-    if t.ndim != 2:
-        raise ShapeError(f"Llama: {name} must be (batch, seq_len), got shape {tuple(t.shape)}; add a batch dim with [None]")
-    return t if t.dtype.name == "int64" else t.long()
-
-
-class LlamaModel(nn.Module):
+class LlamaModel(DecoderModel):
     """The LLaMA backbone: ``embed_tokens``, ``num_hidden_layers`` decoder ``layers``, a final ``norm``.
 
     ``forward`` takes the shared decoder arguments (see :class:`LlamaForCausalLM`) and returns a
     :class:`BaseModelOutput` whose ``last_hidden_state`` is (B, T, hidden_size).
     """
+
+    _label, _logger = "Llama", logger
+    _embed_name, _blocks_name, _norm_name = "embed_tokens", "layers", "norm"
 
     def __init__(self, config: LlamaConfig) -> None:
         super().__init__()
@@ -247,53 +236,24 @@ class LlamaModel(nn.Module):
                 )
             x = inputs_embeds
         else:
-            x = self.embed_tokens(_as_ids(input_ids, "input_ids", device))
+            x = self.embed_tokens(as_ids(input_ids, "input_ids", device, "Llama"))
         bsz, length = x.shape[0], x.shape[1]
-        cache = past_key_values
-        if cache is None and use_cache:
-            cache = KVCache(self.config.num_hidden_layers)
-        checkpointing = self.gradient_checkpointing and self.training and is_grad_enabled()
-        if checkpointing and cache is not None:
-            logger.warning("Llama: use_cache is ignored with gradient checkpointing in training (recomputation would re-append)")
-            cache = None
-        past = cache.seq_length if cache is not None else 0
-        mask = None
-        if attention_mask is not None:
-            mask = attention_mask.numpy() if isinstance(attention_mask, Tensor) else np.asarray(attention_mask)
-            if mask.shape != (bsz, past + length):
-                raise ShapeError(
-                    f"Llama: attention_mask must be (batch, past + seq_len) = ({bsz}, {past + length}) "
-                    f"(past={past} cached positions), got shape {tuple(mask.shape)}"
-                )
+        cache, checkpointing, past, mask = self._prepare(attention_mask, past_key_values, use_cache, bsz, length)
         if position_ids is None:
             pos = decoder_position_ids(mask, bsz, past, length)
         else:
-            pos = _as_ids(position_ids, "position_ids", device).numpy()
+            pos = as_ids(position_ids, "position_ids", device, "Llama").numpy()
             if pos.shape[0] not in (1, bsz) or pos.shape[1] != length:
                 raise ShapeError(
                     f"Llama: position_ids must be (batch or 1, seq_len) = ({bsz} or 1, {length}), got shape {pos.shape}"
                 )
         cos, sin = self.rotary_emb(pos, x.dtype, device)
         attn_mask = decoder_attention_mask(mask, past, length, x.dtype, device)
-        hidden: list[Tensor] = []
-        for layer in self.layers:
-            if output_hidden_states:
-                hidden.append(x)
-            if checkpointing:
-                x = checkpoint(lambda h, blk=layer: blk(h, cos, sin, attn_mask), x)
-            else:
-                x = layer(x, cos, sin, attn_mask, cache)
-        x = self.norm(x)
-        if output_hidden_states:
-            hidden.append(x)
-        return BaseModelOutput(
-            last_hidden_state=x,
-            past_key_values=cache if use_cache or past_key_values is not None else None,
-            hidden_states=tuple(hidden) if output_hidden_states else None,
-        )
+        keep_cache = use_cache or past_key_values is not None
+        return self._run_blocks(x, (cos, sin, attn_mask), cache, checkpointing, output_hidden_states, keep_cache)
 
 
-class LlamaForCausalLM(nn.Module):
+class LlamaForCausalLM(DecoderLM):
     """The LLaMA decoder with a language-model head (untied by default, ``tie_word_embeddings`` ties it).
 
     ``forward(input_ids, attention_mask=None, position_ids=None, past_key_values=None,
@@ -311,31 +271,11 @@ class LlamaForCausalLM(nn.Module):
         out = model(ids, labels=ids); out.loss.backward()
     """
 
+    base_model_prefix, config_class, _hf_name = "model", LlamaConfig, "LlamaForCausalLM"
+    _hf_ignored = _IGNORED
+
     def __init__(self, config: LlamaConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.model = LlamaModel(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        if config.tie_word_embeddings:
-            self.lm_head.weight = self.model.embed_tokens.weight
-        else:
-            nn.init.normal_(self.lm_head.weight, 0.0, config.initializer_range)
-
-    @property
-    def blocks(self) -> nn.ModuleList:
-        """The decoder layers (FSDP's wrapping unit and the unit of activation checkpointing)."""
-        return self.model.layers
-
-    def gradient_checkpointing_enable(self) -> None:
-        """Recompute each layer's activations in backward (training with grad only)."""
-        self.model.gradient_checkpointing = True
-
-    def gradient_checkpointing_disable(self) -> None:
-        self.model.gradient_checkpointing = False
-
-    @property
-    def is_gradient_checkpointing(self) -> bool:
-        return self.model.gradient_checkpointing
+        super().__init__(config, LlamaModel(config), config.hidden_size)
 
     def forward(
         self,
@@ -351,60 +291,13 @@ class LlamaForCausalLM(nn.Module):
         base = self.model(
             input_ids, attention_mask, position_ids, past_key_values, use_cache, output_hidden_states, inputs_embeds
         )
-        logits = self.lm_head(base.last_hidden_state)  # (B, T, V)
-        loss = causal_lm_loss(logits, labels) if labels is not None else None
-        return CausalLMOutput(loss=loss, logits=logits, past_key_values=base.past_key_values, hidden_states=base.hidden_states)
-
-    def generate(self, input_ids: Any, attention_mask: Any = None, **kwargs: Any) -> Tensor:
-        """Greedy or sampled continuation; see :func:`axonml.llm.generation.generate` for the arguments."""
-        return generate(self, input_ids, attention_mask=attention_mask, **kwargs)
-
-    # -- Hugging Face directories -------------------------------------------------------------
-    @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, dtype: Any = None) -> "LlamaForCausalLM":
-        """Load a folder written by transformers' ``LlamaForCausalLM.save_pretrained`` (or ours).
-
-        ``dtype``: the parameters' dtype (default: the default dtype, float32; bfloat16 weights are upcast).
-        """
-        cfg_dict, tensors = _hf.read_pretrained(directory)
-        config = LlamaConfig.from_dict(cfg_dict)
-        with no_grad():
-            model = cls(config)
-        model.load_hf_state_dict(tensors, where=f"LlamaForCausalLM.from_pretrained({os.fspath(directory)!r})")
-        if dtype is not None:
-            model.to(dtype=dtype)
-        return model
+        return self._lm_output(base, labels)
 
     def load_hf_state_dict(self, tensors: dict[str, np.ndarray], where: str = "LlamaForCausalLM") -> None:
         """Copy transformers-named Llama tensors into this model (the dict is consumed)."""
         if tensors and not any(k.startswith("model.") for k in tensors):
             tensors = {("model." + k if not k.startswith("lm_head.") else k): v for k, v in tensors.items()}  # a bare LlamaModel
-        for k in [k for k in tensors if k.endswith(_IGNORED)]:
-            del tensors[k]
-        own = self.state_dict()
-        state: dict[str, np.ndarray] = {}
-        for name, p in own.items():
-            if name == "lm_head.weight" and self.config.tie_word_embeddings:
-                tensors.pop(name, None)  # tied: the embedding is the head
-                continue
-            state[name] = _hf.take(tensors, name, tuple(p.shape), where)
-        if tensors:
-            raise CheckpointError(f"{where}: unexpected tensors in the checkpoint: {sorted(tensors)[:10]}")
-        with no_grad():
-            for name, p in own.items():
-                if name in state:
-                    p.copy_(tensor(state[name].astype(p.dtype.np, copy=False), device=p.device))
-
-    def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """Write config.json + model.safetensors that transformers' ``LlamaForCausalLM.from_pretrained`` loads."""
-        out: dict[str, np.ndarray] = {}
-        for name, p in self.state_dict().items():
-            if name == "lm_head.weight" and self.config.tie_word_embeddings:
-                continue
-            out[name] = np.ascontiguousarray(p.numpy())
-        cfg = self.config.to_dict()
-        cfg["dtype"] = self.model.embed_tokens.weight.dtype.name
-        _hf.write_pretrained(directory, cfg, out)
+        self._load_hf_tensors(tensors, where)
 
 
 __all__ = [

@@ -25,9 +25,15 @@ import unicodedata
 from typing import Any, Iterable
 
 from ..errors import CheckpointError
-from ._tokenizer_base import SPECIAL_TOKEN_ATTRIBUTES, VERY_LARGE_INTEGER, PreTrainedTokenizer, check_dir, read_json
+from ._tokenizer_base import (
+    VERY_LARGE_INTEGER,
+    PreTrainedTokenizer,
+    check_dir,
+    load_from_folder,
+    read_json,
+)
 
-VOCAB_TXT_NAME, TOKENIZER_JSON_NAME = "vocab.txt", "tokenizer.json"
+VOCAB_TXT_NAME = "vocab.txt"
 # White_Space characters that survive control-character removal, plus tab/newline/return.
 _WHITESPACE = frozenset("\t\n\r \xa0\u1680\u2028\u2029\u202f\u205f\u3000" + "".join(map(chr, range(0x2000, 0x200B))))
 _CJK_RANGES = (
@@ -235,25 +241,11 @@ class BertTokenizer(PreTrainedTokenizer):
     @classmethod
     def from_pretrained(cls, pretrained_dir: str | os.PathLike, **kwargs: Any) -> "BertTokenizer":
         """Load ``vocab.txt`` (+ ``tokenizer_config.json`` when present); keyword arguments win."""
-        d = check_dir(pretrained_dir, "BertTokenizer.from_pretrained", "vocab.txt")
-        wanted = (*cls._config_keys, *SPECIAL_TOKEN_ATTRIBUTES, "model_max_length", "padding_side", "truncation_side",
-                  "additional_special_tokens")  # fmt: skip
-        config, added, added_special = cls._read_config(d, wanted)
-        foreign = {k: config.pop(k) for k in ("bos_token", "eos_token") if k in config}
-        path, json_path = os.path.join(d, VOCAB_TXT_NAME), os.path.join(d, TOKENIZER_JSON_NAME)
-        if os.path.isfile(path):
-            tok = cls(path, **{**config, **kwargs})
-        elif os.path.isfile(json_path):  # what transformers 5 writes
-            tok = cls.from_tokenizer_json(json_path, **{**config, **kwargs})
-        else:
-            have = sorted(os.listdir(d))[:20]
-            raise CheckpointError(
-                f"BertTokenizer.from_pretrained: {d!r} has neither vocab.txt nor tokenizer.json (it has {have})"
-            )
-        tok.add_special_tokens({k: v for k, v in foreign.items() if v is not None})
-        tok.add_tokens(added)
-        tok.add_tokens(added_special, special_tokens=True)
-        return tok
+        what = "BertTokenizer.from_pretrained"
+        d = check_dir(pretrained_dir, what, "vocab.txt")
+        # tokenizer.json alone is what transformers 5 writes
+        return load_from_folder(cls, d, what, (VOCAB_TXT_NAME,), "vocab.txt", extra_keys=(),
+                                foreign_keys=("bos_token", "eos_token"), kwargs=kwargs)
 
     @classmethod
     def from_tokenizer_json(cls, path: str | os.PathLike, **kwargs: Any) -> "BertTokenizer":
