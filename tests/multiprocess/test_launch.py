@@ -73,10 +73,13 @@ def test_sigkilled_worker_restarts_resumes_and_matches_an_uninterrupted_run(tmp_
     lines = job.output.splitlines()
     restart = next(i for i, line in enumerate(lines) if "restarting the job" in line)
     assert "worker rank 1 killed by SIGKILL; restarting the job (restart 1 of 2)" in lines[restart]
-    before = [int(m) for line in lines[:restart] for m in re.findall(r"^\[rank0\]: rank 0: step (\d+) ", line)]
-    after = [int(m) for line in lines[restart:] for m in re.findall(r"^\[rank0\]: rank 0: step (\d+) ", line)]
     pattern = r"\[rank0\]: rank 0: resumed from the checkpoint of step (\d+) \(restart 1, world size 2\)"
-    resumed = int(re.search(pattern, job.output)[1])
+    resumed_at = next(i for i, line in enumerate(lines) if re.search(pattern, line))
+    resumed = int(re.search(pattern, lines[resumed_at])[1])
+    # split at the new generation's first line, not at the agent's restart line: the killed generation's
+    # last lines are relayed from its pipe and may reach the log after the agent's own message
+    before = [int(m) for line in lines[:resumed_at] for m in re.findall(r"^\[rank0\]: rank 0: step (\d+) ", line)]
+    after = [int(m) for line in lines[resumed_at:] for m in re.findall(r"^\[rank0\]: rank 0: step (\d+) ", line)]
     # every step rank 0 completed before the kill is kept (its checkpoint is written before its line), and
     # rank 1 finished step 3 before the kill, so rank 0 had saved the checkpoint of steps 0..2 at least
     assert resumed >= before[-1] + 1 and resumed >= 3, (before, resumed)
