@@ -26,6 +26,10 @@ bench/results/gpt.json; ``--quick`` (batch 2, seq 64, 32 new tokens, 3 samples: 
 run of about a minute) and runs with ``--skip`` write gpt_quick.json instead. ``--profile``
 adds a cProfile of the AxonML training step (own time per function) to the output.
 A full run takes about 4 minutes on 2 quiet cores (the uncached generations dominate).
+
+``--device cuda`` (a lent GPU machine): the same training and generation parts on one GPU, AxonML
+on CuPy against PyTorch CUDA, every timed call ending in a device synchronisation of both
+frameworks; the DDP part is skipped (it needs one GPU per rank). Writes gpt_cuda.json.
 """
 
 from __future__ import annotations
@@ -55,6 +59,31 @@ PROMPT, NEW_TOKENS, GEN_POSITIONS = 16, 256, 512
 LR, WEIGHT_DECAY = 1e-4, 0.01
 GOALS = {"train_tokens_per_s_ratio_min": 0.8, "kv_cache_speedup_min": 3.0}
 TRAINERS = ("axonml", "transformers", "twin")
+DEVICE = "cpu"  # --device
+
+
+def _synced(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """``fn`` followed by a synchronisation of both frameworks' device work (timing on a GPU)."""
+    if DEVICE == "cpu":
+        return fn
+    import torch
+
+    import axonml as ax
+
+    dev = ax.Device(DEVICE)
+
+    def run() -> Any:
+        out = fn()
+        torch.cuda.synchronize()
+        dev.synchronize()
+        return out
+
+    return run
+
+
+def _host(t: Any) -> np.ndarray:
+    """A torch tensor's values as a NumPy array, wherever it lives."""
+    return t.detach().cpu().numpy()
 
 
 def _config(**over: Any) -> Any:
@@ -116,7 +145,9 @@ def build_trainers(pretrained: str, ids: np.ndarray, ddp: bool = False) -> dict[
     hf = hf_from_pretrained(pretrained)
     twin = TwinGPT2(**{k: MODEL[k] for k in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head")})
     twin.load_axonml_state(am.state_dict())
-    a_ids, t_ids = ax.tensor(ids), torch.from_numpy(ids)
+    for m in (am, hf, twin):
+        m.to(DEVICE)
+    a_ids, t_ids = ax.tensor(ids, device=DEVICE), torch.from_numpy(ids).to(DEVICE)
     check_logits(am, hf, twin, a_ids, t_ids)
     for m in (am, hf, twin):
         m.train()
@@ -131,9 +162,9 @@ def build_trainers(pretrained: str, ids: np.ndarray, ddp: bool = False) -> dict[
     t_opt = torch.optim.AdamW(twin.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
 
     return {
-        "axonml": train_step(a_opt, lambda: am(a_ids, labels=a_ids).loss),
-        "transformers": train_step(h_opt, lambda: hf(t_ids, labels=t_ids).loss),
-        "twin": train_step(t_opt, lambda: twin(t_ids, t_ids)),
+        "axonml": _synced(train_step(a_opt, lambda: am(a_ids, labels=a_ids).loss)),
+        "transformers": _synced(train_step(h_opt, lambda: hf(t_ids, labels=t_ids).loss)),
+        "twin": _synced(train_step(t_opt, lambda: twin(t_ids, t_ids))),
     }
 
 
@@ -149,7 +180,7 @@ def check_logits(am: Any, hf: Any, twin: Any, a_ids: Any, t_ids: Any) -> None:
 
     with torch.no_grad(), ax.no_grad():
         ref = am(a_ids).logits.numpy()
-        peers = {"transformers": hf(t_ids).logits.numpy(), "twin": twin.logits(t_ids).numpy()}
+        peers = {"transformers": _host(hf(t_ids).logits), "twin": _host(twin.logits(t_ids))}
     scale = float(np.abs(ref).max())
     for name, got in peers.items():
         err = float(np.abs(got - ref).max()) / scale
@@ -162,8 +193,9 @@ def check_losses(steps: dict[str, Callable[[], Any]], where: str) -> dict[str, l
     """Run two steps of each (same batch): the losses before and after one AdamW step must agree."""
     losses = {name: [float(fn().item()) for _ in range(2)] for name, fn in steps.items()}
     ref = losses["axonml"]
+    rtol = 1e-5 if DEVICE == "cpu" else 1e-4  # GPU kernels sum in other orders (cuBLAS, atomics)
     for name, got in losses.items():
-        if not (np.isclose(got[0], ref[0], rtol=1e-5, atol=0) and np.isclose(got[1], ref[1], rtol=1e-5, atol=0)):
+        if not (np.isclose(got[0], ref[0], rtol=rtol, atol=0) and np.isclose(got[1], ref[1], rtol=rtol, atol=0)):
             raise SystemExit(f"{where}: losses of the first two steps disagree, {name} {got} vs axonml {ref}; "
                              "the frameworks do not compute the same model, so timings would not compare")
     return losses
@@ -248,13 +280,14 @@ def bench_generation(tmp: str, new_tokens: int, iters: int, warmup: int) -> tupl
     gm.eval()
     path = os.path.join(tmp, "gen")
     gm.save_pretrained(path)
-    hf = hf_from_pretrained(path).eval()
+    hf = hf_from_pretrained(path).eval().to(DEVICE)
+    gm.to(DEVICE)
     prompt = _batch(3, 1, PROMPT)
-    a_prompt, t_prompt = ax.tensor(prompt), torch.from_numpy(prompt)
+    a_prompt, t_prompt = ax.tensor(prompt, device=DEVICE), torch.from_numpy(prompt).to(DEVICE)
 
     with ax.no_grad(), torch.no_grad():
         a_logits = gm(a_prompt).logits.numpy()
-        t_logits = hf(t_prompt).logits.numpy()
+        t_logits = _host(hf(t_prompt).logits)
     err = float(np.abs(a_logits - t_logits).max()) / float(np.abs(t_logits).max())
     if a_logits.shape != t_logits.shape or err > 1e-5:
         raise SystemExit(f"generation: prompt logits differ from transformers' by {err:.3g} relative to the largest "
@@ -266,10 +299,9 @@ def bench_generation(tmp: str, new_tokens: int, iters: int, warmup: int) -> tupl
 
     def hf_gen() -> np.ndarray:
         with torch.no_grad():
-            return hf.generate(t_prompt, max_new_tokens=new_tokens, do_sample=False,
-                               use_cache=True, pad_token_id=0).numpy()
+            return _host(hf.generate(t_prompt, max_new_tokens=new_tokens, do_sample=False, use_cache=True, pad_token_id=0))
 
-    fns = {"cached": ax_gen(True), "uncached": ax_gen(False), "transformers": hf_gen}
+    fns = {"cached": _synced(ax_gen(True)), "uncached": _synced(ax_gen(False)), "transformers": _synced(hf_gen)}
     outs = {name: fn() for name, fn in fns.items()}
     for name, out in outs.items():
         if out.shape != (1, PROMPT + new_tokens):
@@ -330,7 +362,18 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="also cProfile the AxonML training step")
     parser.add_argument("--skip", nargs="*", default=[], choices=["train", "ddp", "gen"],
                         help="parts to leave out (writes gpt_quick.json)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="cuda: AxonML on CuPy vs PyTorch CUDA on one GPU, without the DDP part (gpt_cuda.json)")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = args.device
+    if DEVICE == "cuda":
+        import axonml as ax
+
+        if not (torch.cuda.is_available() and ax.runtime.cuda_available()):
+            raise SystemExit(f"--device cuda needs a GPU seen by PyTorch ({torch.cuda.is_available()}) and by "
+                             f"AxonML/CuPy ({ax.runtime.cuda_available()}); install axonml[cuda] and a CUDA torch build")
+        args.skip = sorted(set(args.skip) | {"ddp"})
     iters, gen_iters, warmup = (3, 3, 1) if args.quick else (args.iters, args.gen_iters, 2)
     new_tokens, batch, seq = (32, 2, 64) if args.quick else (NEW_TOKENS, BATCH, SEQ)
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
@@ -355,7 +398,7 @@ def main() -> None:
             r, e = bench_generation(tmp, new_tokens, gen_iters, warmup)
             rows += r
             extra["generation"] = e
-        if args.profile:
+        if args.profile and DEVICE == "cpu":
             extra["profile_top"] = profile_training(pretrained, batch, seq, steps=3 if args.quick else 10)
 
     by_name = {r["name"]: r for r in rows}
@@ -370,9 +413,10 @@ def main() -> None:
         print(f"goal {goal}: {v['value']:.2f} -> {'met' if v['met'] else 'NOT met'}")
     if args.quick:
         print("(--quick: smaller batch, 32 new tokens and 3 samples; the goals are set for the full run)")
-    write_results("gpt_quick" if args.quick or args.skip else "gpt",
-                  f"transformers GPT2LMHeadModel (sdpa) and a nanoGPT-style twin, PyTorch {torch.__version__} eager CPU; "
-                  "DDP: torch.distributed gloo", rows, {"goals": GOALS, "goals_met": met, **extra})
+    name = "gpt_cuda" if DEVICE == "cuda" else "gpt_quick" if args.quick or args.skip else "gpt"
+    peer = (f"transformers GPT2LMHeadModel (sdpa) and a nanoGPT-style twin, PyTorch {torch.__version__} eager "
+            f"{DEVICE.upper()}" + ("; DDP: torch.distributed gloo" if DEVICE == "cpu" else ""))
+    write_results(name, peer, rows, {"goals": GOALS, "goals_met": met, "device": DEVICE, **extra})
 
 
 if __name__ == "__main__":
