@@ -72,7 +72,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--eval-interval", type=int, default=100)
     ap.add_argument("--eval-batches", type=int, default=8, help="global batches per evaluation")
     ap.add_argument("--ckpt-interval", type=int, default=300, help="0: a checkpoint only at the end")
-    ap.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out-dir")
+    ap.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out-dir when there is one")
     ap.add_argument("--metrics", type=int, nargs="?", const=0, default=None, metavar="PORT",
                     help="serve Prometheus metrics on PORT + local rank (no PORT: a free port) and print where")
     ap.add_argument("--gradient-checkpointing", action="store_true")
@@ -184,6 +184,8 @@ def main() -> None:
     if trainer.step:
         say(f"resumed from the checkpoint of step {trainer.step} in {args.out_dir}")
         bar.update(trainer.step)
+    elif args.resume:  # resume-if-present, so an elastic restart and a first run share one command line
+        say(f"--resume: no checkpoint in {args.out_dir} yet; starting from step 0")
     history = trainer.train()
     bar.close()
     elapsed = time.perf_counter() - t0
