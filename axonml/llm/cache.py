@@ -69,11 +69,7 @@ class KVCache:
             return nk, nv
         need = n + t_new
         if old_k is None or old_k.shape[2] < need:
-            cap = max(self._capacity, need)
-            while old_k is not None and cap < need:
-                cap *= 2
-            if old_k is not None:
-                cap = max(cap, 2 * old_k.shape[2])
+            cap = max(self._capacity, need, 2 * old_k.shape[2] if old_k is not None else 0)  # doubling growth
             b, h, _, d = k.shape
             nk = empty(b, h, cap, d, dtype=k.dtype, device=k.device)
             nv = empty(b, h, cap, d, dtype=v.dtype, device=v.device)
