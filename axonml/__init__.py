@@ -9,7 +9,15 @@ The public surface, re-exported so that it reads on one screen::
 
 from . import autograd, collectives, data, ddp, errors, fsdp, nn, optim, runtime, serialize, tensor
 from .autograd import Function, autocast, enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled
-from .runtime import Device, get_default_dtype, memory_stats, reset_peak_memory_stats, set_default_dtype
+from .runtime import (
+    Device,
+    get_default_device,
+    get_default_dtype,
+    memory_stats,
+    reset_peak_memory_stats,
+    set_default_device,
+    set_default_dtype,
+)
 from .runtime.dtypes import (
     DType,
     bfloat16,

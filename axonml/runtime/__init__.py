@@ -8,9 +8,11 @@ from .devices import (
     cuda_available,
     cuda_device_count,
     get_array_module,
+    get_default_device,
     memory_stats,
     reset_peak_memory_stats,
     resize_storage,
+    set_default_device,
 )
 from .dtypes import DType, get_default_dtype, get_dtype, promote_types, result_type, set_default_dtype
 
@@ -23,6 +25,7 @@ __all__ = [
     "cuda_device_count",
     "dtypes",
     "get_array_module",
+    "get_default_device",
     "get_default_dtype",
     "get_dtype",
     "memory_stats",
@@ -30,5 +33,6 @@ __all__ = [
     "reset_peak_memory_stats",
     "resize_storage",
     "result_type",
+    "set_default_device",
     "set_default_dtype",
 ]

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..autograd.variable import TensorBase, make_tensor
 from ..errors import DTypeError, ShapeError
-from ..runtime.devices.device import as_device
+from ..runtime.devices.device import as_device, creation_device
 from ..runtime.dtypes import DType, bool_, from_numpy_dtype, get_default_dtype, get_dtype, int64
 from .random import Generator, get_generator
 
@@ -25,7 +25,7 @@ def _shape(size: tuple) -> tuple:
 
 
 def _finish(arr: np.ndarray, device: Any, requires_grad: bool) -> Any:
-    dev = as_device(device)
+    dev = creation_device(device)
     data = dev.from_host(arr) if dev.type != "cpu" else arr
     t = make_tensor(data, dev)
     if requires_grad:
@@ -73,7 +73,7 @@ def as_tensor(data: Any, dtype: Any = None, device: Any = None) -> Any:
     """Like :func:`tensor`, but shares memory with a NumPy array or Tensor when it can."""
     if isinstance(data, TensorBase):
         return data.to(device=device, dtype=dtype) if (device is not None or dtype is not None) else data
-    if isinstance(data, np.ndarray) and dtype is None and as_device(device).type == "cpu":
+    if isinstance(data, np.ndarray) and dtype is None and creation_device(device).type == "cpu":
         return from_numpy(data)
     return tensor(data, dtype=dtype, device=device)
 
@@ -91,19 +91,19 @@ def _dt(dtype: Any, default: DType | None = None) -> DType:
 
 
 def zeros(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Any:
-    dev = as_device(device)
+    dev = creation_device(device)
     t = make_tensor(dev.xp.zeros(_shape(size), dtype=_dt(dtype).np), dev)
     return t.requires_grad_(True) if requires_grad else t
 
 
 def ones(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Any:
-    dev = as_device(device)
+    dev = creation_device(device)
     t = make_tensor(dev.xp.ones(_shape(size), dtype=_dt(dtype).np), dev)
     return t.requires_grad_(True) if requires_grad else t
 
 
 def empty(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Any:
-    dev = as_device(device)
+    dev = creation_device(device)
     t = make_tensor(dev.xp.empty(_shape(size), dtype=_dt(dtype).np), dev)
     return t.requires_grad_(True) if requires_grad else t
 
@@ -111,7 +111,7 @@ def empty(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool
 def full(size: Any, fill_value: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Any:
     if dtype is None:
         dtype = _infer_dtype(fill_value)
-    dev = as_device(device)
+    dev = creation_device(device)
     shape = _shape((size,) if isinstance(size, int) else tuple(size))
     t = make_tensor(dev.xp.full(shape, fill_value, dtype=_dt(dtype).np), dev)
     return t.requires_grad_(True) if requires_grad else t

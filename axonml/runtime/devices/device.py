@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..._env import get_flag
 from ...errors import DeviceError
 
 _cupy: Any = None
@@ -171,6 +172,38 @@ def as_device(device: Any) -> Device:
         idx = getattr(device, "index", None)
         return Device(dev_type if idx is None else f"{dev_type}:{idx}")
     raise DeviceError(f"cannot interpret {device!r} as a device; use 'cpu' or 'cuda:N'")
+
+
+_default_device: Device | None = None
+
+
+def get_default_device() -> Device:
+    """The device creation ops use when none is given: ``set_default_device``'s, else the
+    ``AXONML_DEFAULT_DEVICE`` flag (``cpu`` unless set)."""
+    global _default_device
+    if _default_device is None:
+        spec = get_flag("AXONML_DEFAULT_DEVICE").strip() or "cpu"
+        try:
+            _default_device = as_device(spec)
+        except DeviceError as e:
+            raise DeviceError(f"AXONML_DEFAULT_DEVICE={spec!r}: {e}") from None
+    return _default_device
+
+
+def set_default_device(device: Any) -> None:
+    """Make creation ops (``tensor``, ``zeros``, ``randn``, layers' parameters, ...) put new
+    tensors on ``device`` when they are given none, like ``torch.set_default_device``.
+    ``None`` restores the CPU. ``from_numpy`` and the ``*_like`` ops are not affected."""
+    global _default_device
+    dev = cpu if device is None else as_device(device)
+    if dev.type == "cuda":
+        _ = dev.xp  # a clear DeviceError now when CUDA is unusable, not at the first tensor
+    _default_device = dev
+
+
+def creation_device(device: Any) -> Device:
+    """``device`` as a Device, or the default device when it is None (for creation ops)."""
+    return get_default_device() if device is None else as_device(device)
 
 
 def get_array_module(array: Any) -> Any:
