@@ -85,7 +85,7 @@ class TwinGPT2(nn.Module):
         """(B, T, vocab) next-token scores."""
         t = input_ids.shape[1]
         tr = self.transformer
-        x = tr.wte(input_ids) + tr.wpe(torch.arange(t))
+        x = tr.wte(input_ids) + tr.wpe(torch.arange(t, device=input_ids.device))
         for block in tr.h:
             x = block(x)
         return self.lm_head(tr.ln_f(x))

@@ -42,7 +42,7 @@ def tiny_gpt(fw: Any, vocab: int = 512, width: int = 256, layers: int = 4, heads
 
         def forward(self, idx: Any, targets: Any) -> Any:
             t = idx.shape[1]
-            x = self.tok(idx) + self.pos(fw.arange(t))
+            x = self.tok(idx) + self.pos(fw.arange(t, device=idx.device))
             for blk in self.blocks:
                 x = blk(x)
             logits = self.head(self.ln_f(x))

@@ -39,7 +39,8 @@ def promote(a: TensorBase, b: Any) -> tuple:
         a = a.to(dt)
     if dt is bfloat16 and not isinstance(b, bool):
         # ml_dtypes' bfloat16 has no weak Python scalars: a bare float would promote to float32
-        b = np.asarray(b, dtype=dt.np)
+        # (a 0-d array on the tensor's device: CuPy takes no NumPy arrays and no bfloat16 scalars)
+        b = np.asarray(b, dtype=dt.np) if a._device.type == "cpu" else a._device.xp.asarray(b, dtype=dt.np)
     return a, b
 
 

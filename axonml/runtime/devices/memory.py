@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from .device import as_device
+
 
 class _Stats:
     __slots__ = ("current", "peak", "allocs")
@@ -62,18 +64,24 @@ def resize_storage(token: Storage, nbytes: int) -> None:
         st.peak = cur
 
 
+def _key(device: object) -> str:
+    """The canonical name storage is counted under ("cuda" and "cuda:0" are one device)."""
+    return as_device(device)._key
+
+
 def memory_stats(device: object = "cpu") -> dict[str, int]:
-    """Return ``{"current_bytes", "peak_bytes", "num_allocs"}`` for ``device``.
+    """Return ``{"current_bytes", "peak_bytes", "num_allocs"}`` for ``device`` (a Device or
+    a name: ``"cpu"``, ``"cuda"`` meaning ``"cuda:0"``, ``"cuda:N"``).
 
     Example::
 
         ax.runtime.memory_stats("cpu")["peak_bytes"]
     """
-    st = _stats[str(device)]
+    st = _stats[_key(device)]
     return {"current_bytes": st.current, "peak_bytes": st.peak, "num_allocs": st.allocs}
 
 
 def reset_peak_memory_stats(device: object = "cpu") -> None:
     """Reset the peak of ``device`` to its current value."""
-    st = _stats[str(device)]
+    st = _stats[_key(device)]
     st.peak = st.current

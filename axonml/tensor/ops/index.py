@@ -278,7 +278,13 @@ def getitem(x: Any, index: Any) -> Any:
 
 
 # -- setitem -----------------------------------------------------------------------------------
+_SHARED_TARGET = ("__setitem__: the target is a read-only view (e.g. made by expand/broadcast_to) where several "
+                  "elements share one memory location; clone() it first")
+
+
 def _assign(out: Any, basic: tuple, adv: tuple | None, v: Any) -> None:
+    if not isinstance(out, np.ndarray) and any(st == 0 and n > 1 for st, n in zip(out.strides, out.shape)):
+        raise ValueError(_SHARED_TARGET)  # CuPy arrays have no read-only flag: check the strides
     view = out[basic]
     try:
         if adv is None:
@@ -287,10 +293,7 @@ def _assign(out: Any, basic: tuple, adv: tuple | None, v: Any) -> None:
             view[adv] = v
     except ValueError as e:
         if "read-only" in str(e):
-            raise ValueError(
-                "__setitem__: the target is a read-only view (e.g. made by expand/broadcast_to) where several "
-                "elements share one memory location; clone() it first"
-            ) from None
+            raise ValueError(_SHARED_TARGET) from None
         tshape = view.shape if adv is None else view[adv].shape
         raise ShapeError(
             f"__setitem__: value of shape {tuple(getattr(v, 'shape', ()))} cannot be broadcast to the indexed shape "
