@@ -385,6 +385,28 @@ def test_async_error_fails_the_rank_and_its_peer():
     assert "a peer failed and aborted the group" in msg1 and "rank 0" in msg1 and aborted1
 
 
+def test_a_failing_nccl_call_is_a_collective_error_naming_the_group():
+    """An exception from the NCCL call itself (here: the communicator was aborted under the
+    caller) becomes a CollectiveError naming the op and the group, not a raw RuntimeError;
+    when the group already knows why it broke (a peer's failure), that reason is given."""
+    def body(pg, rt, r):
+        if r == 1:
+            return None
+        pg.check = False  # no cross-rank signature check: the peer never calls
+        rt.comms[0].world.abort()  # the fake's wait for the peer sees the abort
+        with pytest.raises(CollectiveError) as raw:
+            pg.allreduce([np.ones(2, np.float32)]).wait(timeout=5)
+        pg._error = CollectiveError("a peer failed and aborted the group: rank 1 died")  # as the watchdog sets it
+        with pytest.raises(CollectiveError) as known:
+            pg._launch([], types.SimpleNamespace(op="all_reduce"), lambda: rt.comms[0].world.wait_for(
+                lambda: False, 1.0, "all_reduce"))
+        return str(raw.value), str(known.value)
+
+    raw, known = run_fake(2, body)[0]
+    assert raw.startswith("all_reduce: NCCL call failed in nccl group 'pg'") and "communicator aborted" in raw, raw
+    assert "unusable after an earlier failure" in known and "rank 1 died" in known, known
+
+
 def test_completion_callbacks_run_on_the_group_stream():
     def body(pg, rt, r):
         seen = []

@@ -47,7 +47,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from ...errors import CollectiveError, CollectiveTimeout, DeviceError, RendezvousError
+from ...errors import AxonError, CollectiveError, CollectiveTimeout, DeviceError, RendezvousError
 from ..process_group import Meta, Post, ProcessGroup, p2p_result, register_backend
 from ..types import CollectiveDesc, ReduceOp, Work
 from .nccl_support import ReducePlan, bootstrap, load_runtime, nccl_available, pick_device, reduce_plan, store_allgather
@@ -247,8 +247,16 @@ class NcclProcessGroup(ProcessGroup):
                     rt.stream_wait(self._stream, ready)
                 result = enqueue()
                 event = rt.record(dev, self._stream)
-        except BaseException:
+        except Exception as exc:
             self._watchdog.graveyard.append(keep)  # NCCL may have queued work on these already
+            if isinstance(exc, AxonError):
+                raise
+            op = getattr(what, "op", "send/recv")
+            # the watchdog may have aborted the communicator meanwhile (a peer failed): say that
+            self._raise_if_broken(op)
+            raise CollectiveError(f"{op}: NCCL call failed in {self._where()}: {exc}") from exc
+        except BaseException:
+            self._watchdog.graveyard.append(keep)
             raise
         finally:
             self._keep = []
