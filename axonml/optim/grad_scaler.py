@@ -73,7 +73,7 @@ class GradScaler:
         if st["unscaled"]:
             raise AxonError("unscale_() was already called on this optimizer since the last update()")
         inv = 1.0 / self._scale
-        found = False
+        finite: dict = {}  # per device, an on-device "all finite so far": one host sync per device, not per parameter
         with no_grad():
             for group in optimizer.param_groups:
                 for p in group["params"]:
@@ -83,10 +83,11 @@ class GradScaler:
                     xp = p.grad.device.xp
                     g *= inv
                     p.grad._vc[0] += 1
-                    if not found and not bool(xp.isfinite(g).all()):
-                        found = True
+                    ok = xp.isfinite(g).all()
+                    key = p.grad.device
+                    finite[key] = ok if key not in finite else xp.logical_and(finite[key], ok)
         st["unscaled"] = True
-        st["found_inf"] = found
+        st["found_inf"] = not all(bool(ok) for ok in finite.values())
 
     def step(self, optimizer: Any, *args: Any, **kwargs: Any) -> Any:
         """Unscale if needed, then ``optimizer.step()`` unless a gradient overflowed."""
