@@ -7,6 +7,9 @@ are all-gathered only around its forward and backward. Two APIs, as in PyTorch:
 * :class:`FullyShardedDataParallel` (FSDP1): wrap a model, with a ``sharding_strategy``
   and an ``auto_wrap_policy`` choosing the units.
 
+:class:`CPUOffloadPolicy` keeps the shards, their gradients and the optimizer state in host
+memory while the parameters compute on a GPU (the optimizer steps on the host).
+
 Plus :class:`ZeroRedundancyOptimizer` (ZeRO-1), :func:`clip_grad_norm_` over shards, full
 and sharded state dicts, sharded checkpoints that load at any world size
 (:func:`save_sharded_checkpoint`, :func:`load_sharded_checkpoint`), and

@@ -85,8 +85,9 @@ class ShardedParameter(Parameter):
                              rank=unit.shard_rank, world_size=unit.shard_world)
 
     def full_tensor(self) -> Tensor:
-        """The whole parameter, on every rank of the shard group (a collective)."""
-        return self.sharded_tensor().full_tensor()
+        """The whole parameter, on every rank of the shard group (a collective), on this
+        shard's device (the host under CPU offload; the gather itself runs on the GPU)."""
+        return self._fsdp_info.unit.full_tensor_of(self.detach(), self.global_shape)
 
     def to_local(self) -> Tensor:
         """This rank's shard, detached (shares memory)."""

@@ -14,6 +14,13 @@ Note on the shard world of one (NO_SHARD, or a world of one): with no dtype cast
 unsharded parameters are views of the shard buffer itself, so unsharding is a swap of
 module attributes and memory is exactly one copy of the parameters (as DDP).
 
+Note on CPU offload (see :mod:`axonml.fsdp._offload`): with ``offload_active`` the shard
+buffer, the sharded parameters and their gradients live on ``shard_device`` (the host)
+while everything gathered lives on ``device`` (the GPU); every all-gather sends a fresh
+device copy of the shard (cast to the param dtype on the device), and every reduced
+gradient shard is cast to the master dtype on the device, then copied to the host. The
+unsharded parameters never view the shard then (no "direct" unit).
+
 Note on gradients: the reduce-scatter input is laid out as the all-gather output (W rows
 of S; row r goes to rank r), built from the unsharded gradients with zero padding, in the
 reduce dtype. Gradients are averaged (``ReduceOp.AVG``): each rank's loss is a mean over
@@ -29,15 +36,16 @@ import numpy as np
 
 from ..autograd.variable import make_tensor
 from ..collectives import ReduceOp, all_gather_into_tensor, all_reduce, reduce_scatter_tensor
-from ..collectives.sharded_tensor import chunk_size, shard_range
+from ..collectives.sharded_tensor import FlatShard, ShardedTensor, chunk_size, shard_range
 from ..errors import DeviceError, DTypeError
 from ..nn.parameter import Parameter
 from ..runtime.devices.device import as_device
 from ..runtime.dtypes import float32
 from ..tensor import Tensor
+from ._offload import HOST, offload_active, to_compute, to_host
 from ._param import ParamInfo, ShardedParameter
 from ._storage import ReleasableBuffer
-from .config import MixedPrecisionPolicy
+from .config import MixedPrecisionPolicy, OffloadPolicy
 
 __all__ = ["FSDPUnit", "PendingReduce", "UnitState"]
 
@@ -79,7 +87,8 @@ class FSDPUnit:
     """The sharded parameters of one module (see the module note). Built by ``fully_shard``."""
 
     def __init__(self, module: Any, managed: list[tuple[str, Parameter, list]], shard_group: Any, replicate_group: Any,
-                 mp_policy: MixedPrecisionPolicy, reshard_after_forward: bool) -> None:
+                 mp_policy: MixedPrecisionPolicy, reshard_after_forward: bool, offload_policy: OffloadPolicy | None = None
+                 ) -> None:
         self.module = module
         self.shard_group = shard_group
         self.replicate_group = replicate_group
@@ -88,8 +97,8 @@ class FSDPUnit:
         self.mp_policy = mp_policy
         self.reshard_after_forward = bool(reshard_after_forward)
         self.requires_gradient_sync = True
-        self.offload_policy: Any = None  # set by fully_shard; CPUOffloadPolicy is a no-op on CPU
-        self.offload_active = False
+        self.offload_policy = offload_policy
+        self.offload_active = False  # set by _build: CPUOffloadPolicy with parameters on a GPU
         self.ctx: Any = None  # the root context (set when the root runs its first forward)
         self.forward_prefetch: list | None = None  # explicit targets (set_modules_to_forward_prefetch)
         self.backward_prefetch: list | None = None
@@ -117,7 +126,9 @@ class FSDPUnit:
             raise DTypeError(f"fully_shard: the parameters of {type(self.module).__name__} have several dtypes {by}; "
                              "FSDP shards a unit's parameters into one flat buffer of one dtype. Cast the module "
                              "(module.float()) or shard the differing submodules as separate units")
-        self.device = next(iter(devices))
+        self.device = next(iter(devices))  # the compute device
+        self.offload_active = offload_active(self.offload_policy, self.device)
+        self.shard_device = HOST if self.offload_active else self.device
         dtype = next(iter(dtypes))
         if not dtype.is_floating_point:
             raise DTypeError(f"fully_shard: parameters must be floating point, got {dtype.name}")
@@ -126,7 +137,6 @@ class FSDPUnit:
         self.param_dtype = mp.param_dtype.np if mp.param_dtype is not None else self.dtype
         red = mp.reduce_dtype or mp.param_dtype
         self.reduce_dtype = red.np if red is not None else self.dtype
-        xp = self.device.xp
         W, r = self.shard_world, self.shard_rank
         self.infos: list[ParamInfo] = []
         offset = 0
@@ -137,16 +147,19 @@ class FSDPUnit:
             self.infos.append(ParamInfo(fqn, locations, tuple(p.shape), p.requires_grad, c, offset, a, b - a))
             offset += c
         self.S = offset
-        self.shard = make_tensor(xp.zeros(self.S, dtype=self.dtype), self.device)
+        sdev = self.shard_device
+        self.shard = make_tensor(sdev.xp.zeros(self.S, dtype=self.dtype), sdev)
         for info, (_, p, _) in zip(self.infos, managed):
-            src = p.detach()._data.reshape(-1)
-            self.shard._data[info.offset: info.offset + info.valid] = src[info.start: info.start + info.valid]
-            sp = ShardedParameter(make_tensor(self.shard._data[info.offset: info.offset + info.valid], self.device,
+            src = p.detach()._data.reshape(-1)[info.start: info.start + info.valid]
+            if self.offload_active:
+                src = to_host(src, self.device)
+            self.shard._data[info.offset: info.offset + info.valid] = src
+            sp = ShardedParameter(make_tensor(self.shard._data[info.offset: info.offset + info.valid], sdev,
                                               base=self.shard), requires_grad=info.requires_grad)
             sp._fsdp_info = info
             info.sharded, info.unit = sp, self
         # the unsharded parameters: views of the shard itself, or of a releasable buffer
-        self.direct = (W == 1 and self.param_dtype == self.dtype) or self.S == 0
+        self.direct = (W == 1 and self.param_dtype == self.dtype and not self.offload_active) or self.S == 0
         self.ubuf = None if self.direct else ReleasableBuffer(W * self.S, self.param_dtype, self.device)
         base = self.shard if self.direct else self.ubuf.tensor
         for info in self.infos:
@@ -185,15 +198,15 @@ class FSDPUnit:
             self.state = UnitState.UNSHARDED
             return
         xp = self.device.xp
-        if self.shard_world == 1:  # a cast only, no communication
+        if self.shard_world == 1:  # a cast (and/or an H2D copy) only, no communication
             self.ubuf.materialize()
-            self.ubuf.array[...] = self.shard._data
+            self.ubuf.array[...] = self._shard_on_device()._data
             self._swap(sharded=False)
             self.state = UnitState.UNSHARDED
             return
-        send = self.shard
+        send = self._shard_on_device()
         if self.param_dtype != self.dtype:
-            send = make_tensor(self.shard._data.astype(self.param_dtype), self.device)
+            send = make_tensor(send._data.astype(self.param_dtype), self.device)  # cast on the compute device
         if len(self.infos) == 1:  # the gathered rows are the parameter's own layout: gather in place
             self.ubuf.materialize()
             out = self.ubuf.tensor
@@ -203,6 +216,12 @@ class FSDPUnit:
         self.stats[f"all_gather_{phase}"] += 1
         self._gathering = (work, out, send)
         self.state = UnitState.GATHERING
+
+    def _shard_on_device(self) -> Tensor:
+        """The shard (master dtype) on the compute device: itself, or a new H2D copy (offload)."""
+        if not self.offload_active:
+            return self.shard
+        return make_tensor(to_compute(self.shard._data, self.device), self.device)
 
     def _finish_gather(self) -> None:
         work, out, _send = self._gathering
@@ -286,17 +305,20 @@ class FSDPUnit:
         self.stats["all_reduce"] += 1
 
     def write_grads(self, rs_out: Tensor) -> None:
-        """Give each sharded parameter its gradient shard (added to an existing ``.grad``)."""
+        """Give each sharded parameter its gradient shard (added to an existing ``.grad``).
+        With offload the shard is cast on the compute device, then copied to the host."""
         g = rs_out
         if self.reduce_dtype != self.dtype:
             g = make_tensor(rs_out._data.astype(self.dtype), self.device)
+        if self.offload_active:
+            g = make_tensor(to_host(g._data, self.device), self.shard_device)
         for info in self.infos:
             if not info.requires_grad:
                 continue
             view = g._data[info.offset: info.offset + info.valid]
             sp = info.sharded
             if sp.grad is None:
-                sp.grad = make_tensor(view, self.device, base=g)
+                sp.grad = make_tensor(view, self.shard_device, base=g)
             else:
                 sp.grad._data += view
                 sp.grad._vc[0] += 1
@@ -304,22 +326,45 @@ class FSDPUnit:
     # -- whole parameters (state dicts) --------------------------------------------------
     def gather_full(self) -> dict[str, Tensor]:
         """Every parameter of the unit at full size and in the shard dtype (a collective on
-        the shard group; one all-gather). Returns new tensors keyed by ``info.fqn``."""
-        xp = self.device.xp
+        the shard group; one all-gather). Returns new tensors keyed by ``info.fqn``, on the
+        shard device (the host with offload: gathered on the compute device, then copied)."""
         W, S = self.shard_world, self.S
         if W == 1:
             rows = self.shard._data.reshape(1, S)
         else:
-            out = make_tensor(xp.empty(W * S, dtype=self.dtype), self.device)
-            all_gather_into_tensor(out, self.shard, group=self.shard_group)
+            out = make_tensor(self.device.xp.empty(W * S, dtype=self.dtype), self.device)
+            all_gather_into_tensor(out, self._shard_on_device(), group=self.shard_group)
             rows = out._data.reshape(W, S)
+            if self.offload_active:
+                rows = to_host(rows, self.device)
+        xp, dev = self.shard_device.xp, self.shard_device
         full = {}
         for info in self.infos:
             block = rows[:, info.offset: info.offset + info.chunk].reshape(-1)  # (W * c,), a copy
-            full[info.fqn] = make_tensor(xp.ascontiguousarray(block[: info.numel]).reshape(info.shape).copy(), self.device)
+            full[info.fqn] = make_tensor(xp.ascontiguousarray(block[: info.numel]).reshape(info.shape).copy(), dev)
         return full
 
-    def load_local(self, info: ParamInfo, flat_piece: Any) -> None:
-        """Overwrite this rank's shard of ``info`` with ``flat_piece`` (its ``valid`` elements)."""
-        self.shard._data[info.offset: info.offset + info.valid] = flat_piece
+    def full_tensor_of(self, local: Tensor, global_shape: tuple) -> Tensor:
+        """The whole tensor of which ``local`` is this rank's FlatShard (a collective on the
+        shard group), e.g. a parameter or an optimizer state. With offload the gather runs
+        on the compute device (the backend may not take host tensors) and the result is
+        copied back to the host."""
+        on_device = self.offload_active and self.shard_world > 1
+        if on_device:
+            local = make_tensor(to_compute(local.detach()._data, self.device), self.device)
+        st = ShardedTensor(local.detach(), global_shape, FlatShard(), self.shard_group, rank=self.shard_rank,
+                           world_size=self.shard_world)
+        full = st.full_tensor()
+        if on_device:
+            full = make_tensor(to_host(full._data, self.device), self.shard_device)
+        return full
+
+    def load_local(self, info: ParamInfo, host_piece: Any) -> None:
+        """Overwrite this rank's shard of ``info`` with ``host_piece`` (its ``valid`` elements,
+        a NumPy array, converted to the master dtype and copied to the shard device)."""
+        piece = np.ascontiguousarray(host_piece, dtype=self.dtype).reshape(-1)
+        if piece.size != info.valid:
+            raise ValueError(f"load_local: {info.fqn} needs {info.valid} elements on shard rank {self.shard_rank}, got "
+                             f"{piece.size}")
+        self.shard._data[info.offset: info.offset + info.valid] = self.shard_device.from_host(piece)
         self.shard._vc[0] += 1

@@ -261,7 +261,7 @@ def load_sharded_checkpoint(path: str | os.PathLike, model: Any, optimizer: Any 
             continue
         if isinstance(t, ShardedParameter):
             info = t._fsdp_info
-            info.unit.load_local(info, info.unit.device.from_host(_local(path, meta, k, info.shape, t).astype(info.unit.dtype)))
+            info.unit.load_local(info, _local(path, meta, k, info.shape, t))
         else:
             value = _local(path, meta, k, tuple(t.shape), None)
             t.detach().copy_(as_tensor(value.astype(t.dtype.np, copy=False)))

@@ -6,6 +6,8 @@ so each rank adds up ``sum |g|^p`` over its shards and one all-reduce per shard 
 hold the same shards and do not add theirs again. Gradients of parameters FSDP does not
 manage are replicated: they are counted once, locally. Partial sums are accumulated in
 float64, so the norm does not depend on how many ranks share the work beyond rounding.
+The partial sum travels on a device the group's backend serves: the host where it can,
+else the unit's compute device (NCCL groups, CPU-offloaded shards included).
 """
 
 from __future__ import annotations
@@ -69,23 +71,25 @@ def clip_grad_norm_(parameters: Tensor | Iterable[Tensor], max_norm: float, norm
             ctx = prm._fsdp_info.unit.ctx
             if ctx is not None and ctx.pending:
                 ctx.advance(block=True)
-    groups: dict[int, tuple[Any, list]] = {}
+    groups: dict[int, tuple[Any, list, Any]] = {}
     replicated: list = []
     for prm in params:
         g = prm.grad
         if g is None:
             continue
         if isinstance(prm, ShardedParameter) and prm._fsdp_info.unit.shard_group is not None:
-            pg = prm._fsdp_info.unit.shard_group
-            groups.setdefault(id(pg), (pg, []))[1].append(g)
+            unit = prm._fsdp_info.unit
+            pg = unit.shard_group
+            groups.setdefault(id(pg), (pg, [], unit.device))[1].append(g)
         else:
             replicated.append(g)
     total = _partial(replicated, p)
     op = ReduceOp.MAX if p == math.inf else ReduceOp.SUM
-    for pg, grads in groups.values():
-        part = make_tensor(np.array([_partial(grads, p)], dtype=np.float64), as_device("cpu"))
+    for pg, grads, compute in groups.values():
+        dev = as_device("cpu") if "cpu" in pg.devices else compute
+        part = make_tensor(dev.from_host(np.array([_partial(grads, p)], dtype=np.float64)), dev)
         all_reduce(part, op=op, group=pg)
-        value = float(part._data[0])
+        value = float(dev.to_host(part._data)[0])
         total = max(total, value) if p == math.inf else total + value
     norm = total if p == math.inf else total ** (1.0 / p)
     if error_if_nonfinite and not math.isfinite(norm):

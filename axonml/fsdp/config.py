@@ -106,18 +106,42 @@ class CPUOffloadPolicy(OffloadPolicy):
     """Keep sharded parameters, gradients and optimizer state in host memory (FSDP2's
     ``CPUOffloadPolicy``); the optimizer step then runs on the host.
 
+    With parameters on a GPU, the parameters the optimizer sees (the local shards; float32
+    master shards under a :class:`MixedPrecisionPolicy`) and their ``.grad`` live on
+    ``cpu``, so any AxonML optimizer keeps its state in host memory and steps there. Before
+    a unit's forward (and backward) all-gather, the shard is copied host -> GPU and cast to
+    ``param_dtype`` there; forward and backward compute on the GPU with the gathered
+    parameters; after the gradient reduce-scatter (on the GPU) the reduced shard is cast to
+    the master dtype, copied GPU -> host and added to the shard's ``.grad``. Gradient
+    accumulation without sync keeps its unsharded gradients on the GPU, as without offload.
+    ``clip_grad_norm_``, state dicts and sharded checkpoints read and write the host shards
+    (full state dicts come back as host tensors). Between steps the GPU holds no sharded
+    state, only the unsharded parameter buffers. ``fully_shard`` reports
+    ``offload_active=True`` on the unit.
+
     This only changes anything when parameters live on a GPU. AxonML on CPU already keeps
     everything in host memory, so on CPU the policy is accepted and is a no-op (no copy, no
     extra memory); :func:`fully_shard` records it and reports ``offload_active=False``.
-    The GPU path (host shards, device all-gather) is not implemented yet: ``fully_shard``
-    raises ``NotImplementedError`` for CUDA parameters with this policy rather than
-    silently keeping them on the device.
 
     Args:
-        pin_memory: accepted for PyTorch compatibility (pinned host buffers on GPU).
+        pin_memory: accepted for PyTorch compatibility. The host shards are ordinary
+            (pageable) NumPy arrays and the copies are synchronous; pinned buffers for
+            asynchronous copies are not implemented.
+
+    Example::
+
+        model.cuda()
+        for block in model.blocks:
+            fully_shard(block, offload_policy=CPUOffloadPolicy())
+        fully_shard(model, offload_policy=CPUOffloadPolicy())
+        opt = ax.optim.AdamW(model.parameters())   # host parameters: the step runs on the CPU
     """
 
     pin_memory: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.pin_memory, bool):
+            raise TypeError(f"CPUOffloadPolicy: pin_memory must be a bool, got {self.pin_memory!r}; pass True or False")
 
 
 @dataclass(frozen=True)

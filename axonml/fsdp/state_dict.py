@@ -129,7 +129,7 @@ def _load_sharded(sp: ShardedParameter, value: Any, key: str) -> None:
     else:
         arr = _flat_host(value, key)
         piece = arr.reshape(-1)[info.start: info.start + info.valid]
-    unit.load_local(info, unit.device.from_host(np.ascontiguousarray(piece, dtype=unit.dtype)))
+    unit.load_local(info, piece)
 
 
 def load_module_state_dict(model: Any, state_dict: dict, strict: bool = True) -> IncompatibleKeys:
@@ -221,14 +221,16 @@ def set_model_state_dict(model: Any, model_state_dict: dict, *, options: StateDi
         sd: dict = {}
         for k, t in targets.items():
             shape = t.global_shape if isinstance(t, ShardedParameter) else tuple(t.shape)
+            # broadcast on the compute device (a CPU-offloaded shard lives on the host, NCCL needs the GPU)
+            dev = t._fsdp_info.unit.device if isinstance(t, ShardedParameter) else t.device
             if rank0:
                 if k not in model_state_dict:
                     if opts.strict:
                         raise StateDictError(f"set_model_state_dict: rank 0's state dict has no {k!r}")
                     continue
-                buf = as_tensor(_flat_host(model_state_dict[k], k).astype(t.dtype.np)).to(t.device)
+                buf = as_tensor(_flat_host(model_state_dict[k], k).astype(t.dtype.np)).to(dev)
             else:
-                buf = make_tensor(t.device.xp.empty(shape, dtype=t.dtype.np), t.device)
+                buf = make_tensor(dev.xp.empty(shape, dtype=t.dtype.np), dev)
             broadcast(buf, src=0)
             sd[k] = buf
         return load_module_state_dict(model, sd, opts.strict)
@@ -282,9 +284,10 @@ def _shaped_like_shard(p: Any, v: Any) -> bool:
 def _export_state(p: Any, v: Any, full: bool) -> Any:
     if _shaped_like_shard(p, v):
         unit = p._fsdp_info.unit
-        st = ShardedTensor(v.detach(), p.global_shape, FlatShard(), unit.shard_group, rank=unit.shard_rank,
-                           world_size=unit.shard_world)
-        return st.full_tensor() if full else st
+        if full:
+            return unit.full_tensor_of(v, p.global_shape)
+        return ShardedTensor(v.detach(), p.global_shape, FlatShard(), unit.shard_group, rank=unit.shard_rank,
+                             world_size=unit.shard_world)
     return v
 
 
