@@ -34,7 +34,7 @@ from ._param import ShardedParameter
 from ._runtime import post_forward, pre_forward
 from ._unit import FSDPUnit
 from .clip import clip_grad_norm_
-from .config import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy
+from .config import MixedPrecisionPolicy, OffloadPolicy
 from .state_dict import load_module_state_dict, module_state_dict
 
 __all__ = ["FSDPModule", "UnshardHandle", "fully_shard", "hybrid_groups"]
@@ -214,22 +214,15 @@ def shard_module(module: Module, shard_group: ProcessGroup | None, replicate_gro
     if not isinstance(reshard_after_forward, bool):
         raise TypeError(f"fully_shard: reshard_after_forward must be a bool, got {reshard_after_forward!r}")
     managed = _managed(module)
-    if isinstance(offload_policy, CPUOffloadPolicy):
-        on_gpu = [n for n, p, _ in managed if p.device.type != "cpu"]
-        if on_gpu:
-            raise NotImplementedError(
-                f"fully_shard: CPUOffloadPolicy with parameters on a GPU ({on_gpu[:3]} on {managed[0][1].device}) is not "
-                "implemented yet; use OffloadPolicy() (no offload) on GPU. On CPU the policy is a no-op")
-    unit = FSDPUnit(module, managed, shard_group, replicate_group, mp_policy, reshard_after_forward)
-    unit.offload_policy = offload_policy
-    unit.offload_active = False  # see CPUOffloadPolicy: a no-op while parameters live in host memory
+    # CPUOffloadPolicy: host shards when the parameters live on a GPU, a no-op on CPU (see _offload)
+    unit = FSDPUnit(module, managed, shard_group, replicate_group, mp_policy, reshard_after_forward, offload_policy)
     object.__setattr__(module, "_fsdp_unit", unit)
     if not isinstance(module, FSDPModule):
         module.__class__ = _fsdp_class(type(module))
     module.register_forward_pre_hook(pre_forward)
     module.register_forward_hook(post_forward)
-    logger.debug("rank=%d fully_shard %s: %d parameters, shard world %d, %d elements per rank",
-                 unit.shard_rank, type(module).__name__, len(unit.infos), unit.shard_world, unit.S)
+    logger.debug("rank=%d fully_shard %s: %d parameters, shard world %d, %d elements per rank, shards on %s",
+                 unit.shard_rank, type(module).__name__, len(unit.infos), unit.shard_world, unit.S, unit.shard_device)
     return module
 
 
@@ -249,15 +242,19 @@ def fully_shard(module: Module, group: Any = None, reshard_after_forward: bool =
             all-gathers them again for backward (FULL_SHARD); False keeps them until the
             unit's backward (SHARD_GRAD_OP). The root always keeps them (its backward is next).
         mp_policy: :class:`MixedPrecisionPolicy` (param and reduce dtypes; float32 master shards).
-        offload_policy: :class:`OffloadPolicy` or :class:`CPUOffloadPolicy` (a no-op on CPU).
+        offload_policy: :class:`OffloadPolicy`, or :class:`CPUOffloadPolicy` to keep the sharded
+            parameters, their gradients and the optimizer state in host memory while the
+            parameters compute on a GPU (a no-op on CPU).
 
     Every rank must build the same model with the same initial values (e.g. the same seed)
     and call ``fully_shard`` on the same modules in the same order.
 
-    Memory: on CPU, resharding hands the unsharded parameters' pages back to the operating
-    system (see :mod:`axonml.fsdp._storage`). On a GPU the unsharded buffers currently stay
-    allocated between uses (correct, but without FULL_SHARD's saving); the GPU path is
-    untested here.
+    Memory: resharding hands the unsharded parameters' memory back: its pages to the
+    operating system on CPU, its physical memory to the GPU on CUDA (the driver's virtual
+    memory management keeps the addresses; see :mod:`axonml.fsdp._storage`). With
+    :class:`CPUOffloadPolicy` the GPU holds the unsharded parameters only while a unit
+    computes (and transient send/reduce buffers); shards, gradients and optimizer state are
+    in host memory.
 
     Example::
 
