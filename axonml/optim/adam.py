@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from ..runtime.devices.kernels import adam_update
 from .optimizer import (
     Optimizer,
     _check_betas,
@@ -109,6 +110,15 @@ class Adam(Optimizer):
                 xp = p.device.xp
                 d = p._data
                 step = _incr_step(state)
+                if not amsgrad and adam_update(
+                        xp, d, p.grad._data, state["exp_avg"]._data, state["exp_avg_sq"]._data,
+                        decay=1 - lr * wd if decoupled else 1.0, wd=0 if decoupled else wd, maximize=group["maximize"],
+                        beta1=beta1, beta2=beta2, bias_correction2_sqrt=(1 - beta2**step) ** 0.5, eps=eps,
+                        step_size=lr / (1 - beta1**step)):
+                    p._vc[0] += 1  # one fused kernel on a GPU
+                    state["exp_avg"]._vc[0] += 1
+                    state["exp_avg_sq"]._vc[0] += 1
+                    continue
                 scratch = xp.empty_like(d)
                 if wd != 0 and decoupled:
                     d *= 1 - lr * wd

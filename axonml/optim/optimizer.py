@@ -370,7 +370,7 @@ class Optimizer:
             for p in group["params"]:
                 st = self.state.get(p)
                 if st and "step" in st and not isinstance(st["step"], Tensor):
-                    st["step"] = tensor(float(st["step"]), dtype=float32)
+                    st["step"] = tensor(float(st["step"]), dtype=float32, device="cpu")
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]
@@ -415,8 +415,8 @@ def _state_from(p: Tensor, array: Any) -> Tensor:
 
 
 def _step_tensor(value: float = 0.0) -> Tensor:
-    """A step counter: a 0-d float32 CPU tensor, as in PyTorch."""
-    return tensor(float(value), dtype=float32)
+    """A step counter: a 0-d float32 CPU tensor, as in PyTorch (whatever the default device)."""
+    return tensor(float(value), dtype=float32, device="cpu")
 
 
 def _incr_step(state: dict) -> float:
