@@ -140,7 +140,7 @@ def _both(world: int, **kw) -> tuple[list, list]:
 # -- parity with the same training without offload (forced on CPU) --------------------------------------------
 
 
-@pytest.mark.parametrize("world", [2, 3])
+@pytest.mark.parametrize("world", [2, 3, 4])
 @pytest.mark.parametrize("strategy", ["full", "grad_op", "NO_SHARD", "HYBRID_SHARD"])
 def test_forced_offload_trains_like_no_offload_step_by_step(forced, world, strategy):
     on, off = _both(world, strategy=strategy)
