@@ -20,8 +20,10 @@ GPU's arithmetic dominates). The first losses of the two frameworks are checked 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
+from types import SimpleNamespace
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -47,26 +49,44 @@ def _setup():
     tdist.init_process_group("nccl", store=tdist.HashStore(), rank=0, world_size=1)
 
 
-def _ax_step(cfg: dict, t_ref, variant: str, ids: np.ndarray, tgt: np.ndarray):
+def _kits() -> dict:
+    """What differs between the frameworks, by name: the rest of a step is written once."""
+    import torch
+    from torch.distributed.fsdp import fully_shard as torch_fully_shard
+
     import axonml as ax
     from axonml.ddp import DistributedDataParallel
     from axonml.fsdp import fully_shard
 
-    m = tiny_gpt(ax, cfg["vocab"], cfg["width"], cfg["layers"], cfg["heads"], cfg["seq"])
-    copy_weights(t_ref, m)
-    m.to("cuda")
+    return {
+        "ax": SimpleNamespace(
+            fw=ax, load=copy_weights, to_gpu=lambda m: m.to("cuda"), ddp=DistributedDataParallel, shard=fully_shard,
+            adamw=ax.optim.AdamW, scaler=ax.optim.GradScaler, autocast=lambda: ax.autocast("cuda", dtype=ax.float16),
+            tensor=lambda a: ax.tensor(a, device="cuda"), sync=ax.Device("cuda").synchronize),
+        "torch": SimpleNamespace(
+            fw=torch, load=lambda ref, m: m.load_state_dict(ref.state_dict()), to_gpu=lambda m: m.cuda(),
+            ddp=torch.nn.parallel.DistributedDataParallel, shard=torch_fully_shard, adamw=torch.optim.AdamW,
+            scaler=lambda: torch.amp.GradScaler("cuda"), autocast=lambda: torch.autocast("cuda", dtype=torch.float16),
+            tensor=lambda a: torch.tensor(a, device="cuda"), sync=torch.cuda.synchronize),
+    }
+
+
+def _step(kit: SimpleNamespace, cfg: dict, t_ref, variant: str, ids: np.ndarray, tgt: np.ndarray):
+    """A synchronized training step of ``variant`` in the framework of ``kit``; returns the loss."""
+    m = tiny_gpt(kit.fw, cfg["vocab"], cfg["width"], cfg["layers"], cfg["heads"], cfg["seq"])
+    kit.load(t_ref, m)
+    kit.to_gpu(m)
     if variant in ("ddp", "ddp_amp"):
-        model = DistributedDataParallel(m)
+        model = kit.ddp(m)
     elif variant == "fsdp":
         for blk in m.blocks:
-            fully_shard(blk)
-        model = fully_shard(m)
+            kit.shard(blk)
+        model = kit.shard(m)
     else:
         model = m
-    opt = ax.optim.AdamW(model.parameters(), lr=1e-4)
-    scaler = ax.optim.GradScaler() if variant == "ddp_amp" else None
-    x, y = ax.tensor(ids, device="cuda"), ax.tensor(tgt, device="cuda")
-    gpu = ax.Device("cuda")
+    opt = kit.adamw(model.parameters(), lr=1e-4)
+    scaler = kit.scaler() if variant == "ddp_amp" else None
+    x, y = kit.tensor(ids), kit.tensor(tgt)
 
     def step():
         opt.zero_grad()
@@ -75,49 +95,12 @@ def _ax_step(cfg: dict, t_ref, variant: str, ids: np.ndarray, tgt: np.ndarray):
             loss.backward()
             opt.step()
         else:
-            with ax.autocast("cuda", dtype=ax.float16):
+            with kit.autocast():
                 loss = model(x, y)
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
-        gpu.synchronize()
-        return float(loss.item())
-
-    return step
-
-
-def _torch_step(cfg: dict, t_ref, variant: str, ids: np.ndarray, tgt: np.ndarray):
-    import torch
-    from torch.distributed.fsdp import fully_shard
-
-    m = tiny_gpt(torch, cfg["vocab"], cfg["width"], cfg["layers"], cfg["heads"], cfg["seq"])
-    m.load_state_dict(t_ref.state_dict())
-    m.cuda()
-    if variant in ("ddp", "ddp_amp"):
-        model = torch.nn.parallel.DistributedDataParallel(m)
-    elif variant == "fsdp":
-        for blk in m.blocks:
-            fully_shard(blk)
-        model = fully_shard(m)
-    else:
-        model = m
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    scaler = torch.amp.GradScaler("cuda") if variant == "ddp_amp" else None
-    x, y = torch.tensor(ids, device="cuda"), torch.tensor(tgt, device="cuda")
-
-    def step():
-        opt.zero_grad()
-        if scaler is None:
-            loss = model(x, y)
-            loss.backward()
-            opt.step()
-        else:
-            with torch.autocast("cuda", dtype=torch.float16):
-                loss = model(x, y)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-        torch.cuda.synchronize()
+        kit.sync()
         return float(loss.item())
 
     return step
@@ -148,8 +131,11 @@ def run_size(name: str, iters: int) -> tuple[list, dict]:
     ids = rng.integers(0, cfg["vocab"], (cfg["batch"], cfg["seq"]))
     tgt = rng.integers(0, cfg["vocab"], (cfg["batch"], cfg["seq"]))
     rows, extra = [], {}
+    kits = _kits()
     for variant in VARIANTS:
-        fns = {"ax": _ax_step(cfg, t_ref, variant, ids, tgt), "torch": _torch_step(cfg, t_ref, variant, ids, tgt)}
+        fns = None
+        gc.collect()  # the previous variant's models (DDP and FSDP hold reference cycles) must not count in this peak
+        fns = {fw: _step(kit, cfg, t_ref, variant, ids, tgt) for fw, kit in kits.items()}
         first = {fw: fn() for fw, fn in fns.items()}
         if abs(first["ax"] - first["torch"]) > 2e-2 * abs(first["torch"]):
             raise SystemExit(f"{name}/{variant}: first losses differ: axonml {first['ax']:.5f}, torch {first['torch']:.5f}")
