@@ -24,7 +24,7 @@ import numpy as np
 from ..errors import DeviceError, DTypeError, ShapeError
 from ..runtime import get_array_module
 from ..tensor.tensor import Tensor
-from .api import resolve_group
+from .api import _state, resolve_group
 from .process_group import ProcessGroup
 from .types import ReduceOp, Work, check_reduce_dtype
 
@@ -170,11 +170,11 @@ def all_reduce(tensor: Tensor, op: ReduceOp = ReduceOp.SUM, group: Any = None, a
         return all_reduce_coalesced([tensor], op, group, async_op, _name="all_reduce")
     # the synchronous path, kept short (a small all-reduce is latency-bound): no Outputs, the
     # version bump after the wait (the caller's thread waits for it anyway)
-    pg = resolve_group(group, "all_reduce")
+    pg = (_state().default if group is None else None) or resolve_group(group, "all_reduce")
     a = getattr(tensor, "_data", None)
     # checked once per (group, op, shape, dtype) of a NumPy tensor: the meta below is cached on the
     # group (id(op) is safe: only validated ReduceOp members, which live forever, are cached)
-    cache = sync_cache(pg)
+    cache = pg.__dict__.get("_sync_meta") or sync_cache(pg)
     m = cache.get((id(op), a.shape, a.dtype)) if type(a) is np.ndarray and isinstance(tensor, Tensor) else None
     if m is None:
         check_tensor(tensor, pg, "all_reduce")
@@ -187,7 +187,9 @@ def all_reduce(tensor: Tensor, op: ReduceOp = ReduceOp.SUM, group: Any = None, a
             cache[(id(op), a.shape, a.dtype)] = m
     if not a.flags.c_contiguous:
         return all_reduce_coalesced([tensor], op, group, async_op, _name="all_reduce")
-    pg.allreduce((a,), op, m).wait()
+    run = m.get("_run")  # a backend's latency path for this (op, shape, dtype): see shm_fastpath
+    if run is None or not run[1](a):
+        pg.allreduce((a,), op, m).wait()
     tensor._vc[0] += 1
     return None
 

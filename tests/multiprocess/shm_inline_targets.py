@@ -15,7 +15,8 @@ from axonml.errors import CollectiveError
 
 def _rank_order(xs: list, op: ReduceOp) -> np.ndarray:
     """The reduction the backend promises: ranks combined in rank order (AVG: the sum / n)."""
-    fn = {ReduceOp.SUM: np.add, ReduceOp.AVG: np.add, ReduceOp.MAX: np.maximum}[op]
+    fn = {ReduceOp.SUM: np.add, ReduceOp.AVG: np.add, ReduceOp.MAX: np.maximum, ReduceOp.MIN: np.minimum,
+          ReduceOp.PRODUCT: np.multiply}[op]
     acc = fn(xs[0], xs[1])
     for x in xs[2:]:
         acc = fn(acc, x)
@@ -133,3 +134,61 @@ def shm_inline_small(rank: int, n: int, mismatch: str) -> dict:
         result["mismatch"] = str(e)
     result["mismatch_inline"] = inline[0] - before
     return result
+
+
+def shm_allreduce_runner(rank: int, n: int) -> dict:
+    """The synchronous small all-reduce's latency path (a runner built by the first call of each
+    (op, shape, dtype), used by the later ones without the group's generic entry): bit-exact
+    results for every op, dtype and shape, metrics reported, non-contiguous and queued calls
+    still right; last, a shape mismatch on that path, named on every rank."""
+    pg = resolve_group(None, "test")
+    entered = [0]
+    generic = pg.allreduce
+
+    def counting(*a: object, **k: object) -> object:
+        entered[0] += 1
+        return generic(*a, **k)
+
+    pg.allreduce = counting
+    seen: list = []
+    previous = set_collective_observer(lambda op, nbytes, s, size: seen.append((op, nbytes)))
+    bad: list = []
+    calls = 0
+    try:
+        for dtype, ops in (("float32", (ReduceOp.SUM, ReduceOp.AVG, ReduceOp.MIN, ReduceOp.MAX, ReduceOp.PRODUCT)),
+                           ("float64", (ReduceOp.SUM, ReduceOp.AVG)), ("int32", (ReduceOp.SUM, ReduceOp.MAX))):
+            for shape in ((5,), (3, 4)):
+                for op in ops:
+                    for it in range(3):  # the first call builds the runner, the others use it
+                        xs = [(_values(j, int(np.prod(shape)), dtype) + it).reshape(shape) for j in range(n)]
+                        t = ax.from_numpy(xs[rank].copy())
+                        dist.all_reduce(t, op)
+                        calls += 1
+                        want = _rank_order(xs, op).astype(dtype)
+                        if t.numpy().tobytes() != want.tobytes():
+                            bad.append(f"{dtype} {shape} {op.name} call {it}: {t.numpy().ravel()[:3]} != {want.ravel()[:3]}")
+        generic_calls = entered[0]
+        # a non-contiguous tensor of a cached shape and dtype: not the runner's (it needs contiguous data)
+        base = ax.from_numpy(np.tile(_values(rank, 5, "float32")[:, None], (1, 2)))
+        col = base[:, 0]
+        dist.all_reduce(col)
+        want = _rank_order([_values(j, 5, "float32") for j in range(n)], ReduceOp.SUM)
+        if col.numpy().tobytes() != want.tobytes() or not (base.numpy()[:, 1] == _values(rank, 5, "float32")).all():
+            bad.append(f"non-contiguous: {base.numpy()}")
+        # queued behind async work: the runner declines, the call keeps its place
+        big = ax.from_numpy(np.full(2_000_000, float(rank), np.float32))
+        pending = dist.all_reduce(big, async_op=True)
+        small = ax.from_numpy(_values(rank, 5, "float32"))
+        dist.all_reduce(small)
+        queued = pending.is_completed() and small.numpy().tobytes() == want.tobytes()
+        counted = sum(1 for op, nbytes in seen if op == "all_reduce" and nbytes < 1000)
+    finally:
+        set_collective_observer(previous)
+        pg.allreduce = generic
+    out = {"bad": bad, "calls": calls, "generic_calls": generic_calls, "queued": queued, "counted": counted}
+    try:  # both ranks built a runner for (5,) float32 SUM; now one rank all-reduces another shape
+        dist.all_reduce(ax.ones(5 if rank != n - 1 else 6))
+        out["mismatch"] = "no error"
+    except CollectiveError as e:
+        out["mismatch"] = str(e)
+    return out

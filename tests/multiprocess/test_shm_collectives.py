@@ -13,7 +13,7 @@ from mp_targets import (
     shm_sigkill_resident,
     shm_values,
 )
-from shm_inline_targets import shm_inline_small
+from shm_inline_targets import shm_allreduce_runner, shm_inline_small
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -66,6 +66,18 @@ def test_arguments_and_mismatch_on_the_inline_path():
         assert r["shape"] == ((2, 3), "float64", True, False)
         msg = r["mismatch"]
         assert "collective mismatch" in msg and "barrier" in msg and "all_reduce" in msg, msg
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_small_all_reduce_latency_path(n):
+    for r in run_ranks(n, shm_allreduce_runner, timeout=120):
+        assert r["bad"] == [], r["bad"]
+        # one generic entry per (dtype, shape, op): the first call; the two later ones took the runner
+        assert r["calls"] == 3 * r["generic_calls"], r
+        assert r["queued"], r
+        assert r["counted"] >= r["calls"], r  # every call reported to the metrics observer
+        msg = r["mismatch"]
+        assert "collective mismatch" in msg and "(5,)" in msg and "(6,)" in msg and f"ranks [{n - 1}]" in msg, msg
 
 
 @pytest.mark.parametrize("n, mismatch", [(2, "sizes"), (3, "ops"), (4, "shapes")])
