@@ -16,6 +16,13 @@ do not run when backward raised.
 Note on values: without ``create_graph`` gradients are raw arrays; with it they are
 Tensors and every node runs its ``differentiable_backward``. The engine only adds
 gradients, which works for both.
+
+Note on gradient buffers: :func:`offer_grad_buffer` lets the owner of a leaf's gradient
+storage (DDP's buckets) offer an array where the leaf's next gradient may be computed
+directly; an op whose backward produces a leaf's whole gradient in one product (Linear's
+weight) takes it with :func:`claim_grad_buffer`, at most once per offer, so the leaf's
+``.grad`` is then a tensor over that array and nobody copies it there afterwards. The
+offer lives on the leaf's ``AccumulateGrad`` node (that is, with the current graph).
 """
 
 from __future__ import annotations
@@ -59,6 +66,8 @@ class AccumulateGrad(Node):
     """The sink of a leaf: runs the leaf's hooks, adds into ``.grad``, fires post hooks."""
 
     _seq = _INF
+    #: an array offered for the leaf's next gradient (see :func:`offer_grad_buffer`)
+    grad_buffer: Any = None
 
     def __init__(self, variable: TensorBase) -> None:
         self.variable = variable
@@ -97,6 +106,37 @@ class AccumulateGrad(Node):
 
 
 _ACCUMULATE_GRAD[0] = AccumulateGrad
+
+
+def offer_grad_buffer(leaf: TensorBase, buffer: Any) -> bool:
+    """Offer ``buffer`` (a C-contiguous array of ``leaf``'s shape, dtype and device) as the
+    place where this graph's backward may compute ``leaf``'s gradient (``None`` withdraws
+    an offer). Returns False when ``leaf`` is in no graph now (nothing to offer to).
+
+    Only an op that computes the leaf's whole gradient in one product takes it (see
+    :func:`claim_grad_buffer`), and only while ``leaf.grad`` is None; the caller must not
+    use the array for anything else until that backward ends or it withdraws the offer.
+    """
+    ref = leaf._acc
+    acc = ref() if ref is not None else None
+    if acc is None:
+        return False
+    acc.grad_buffer = buffer
+    return True
+
+
+def claim_grad_buffer(node: Node, index: int, shape: tuple, dtype: Any) -> Any:
+    """The buffer offered for the leaf behind input ``index`` of ``node`` (an op's backward
+    context), taken (the offer ends), when it has this ``shape`` and ``dtype`` and the
+    leaf has no ``.grad``; else None (the op allocates its result as usual)."""
+    edges = node.next_functions
+    edge = edges[index] if index < len(edges) else None
+    acc = edge[0] if edge is not None else None
+    buf = getattr(acc, "grad_buffer", None)
+    if buf is None or buf.shape != shape or buf.dtype != dtype or acc.variable.grad is not None:
+        return None
+    acc.grad_buffer = None
+    return buf
 
 
 def _run_hooks(hooks: list, grad: Any, device: Any, create_graph: bool) -> Any:

@@ -13,8 +13,13 @@ no stable order; PyTorch does the same).
 
 Note on the hot path: every parameter gets a post-accumulate-grad hook. When it fires,
 the gradient is copied into its slot of the bucket while being multiplied by
-``1 / world_size`` (one pass; with ``gradient_as_bucket_view`` the gradient already is
-that slot and is scaled in place). A bucket whose slots are all filled is *ready*;
+``1 / world_size`` (one pass), unless it already is that slot: then it is scaled in
+place. At the end of each synchronizing forward every parameter without a ``.grad`` is
+offered its slot as the place to compute its gradient
+(:func:`~axonml.autograd.offer_grad_buffer`; Linear layers take it for their weights), so
+most gradients of a typical model are born in the bucket and the copy is skipped (a
+4-layer 1024-wide MLP: 2.4 ms less per step here); offers are withdrawn when the
+reduction ends and inside ``no_sync()``. A bucket whose slots are all filled is *ready*;
 ready buckets are launched strictly in bucket order (bucket k+1 waits for bucket k to be
 launched even if it filled first), so every rank submits the same all-reduces in the same
 order and the backend's sequence numbers agree. All-reduces run on the group's
@@ -56,6 +61,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..autograd.engine import offer_grad_buffer
 from ..autograd.variable import TensorBase, make_tensor
 from ..collectives.api import get_global_rank
 from ..collectives.functional import all_reduce, broadcast
@@ -119,6 +125,7 @@ class Reducer:
         self._used_tensor: Tensor | None = None
         self._used_work: Work | None = None
         self._next = 0
+        self._offered = False  # bucket slots were offered as gradient buffers (see _offer_slots)
         self._inv_div: float | None = 1.0 / self.world_size
         # bucket rebuilding from the observed order
         self._should_rebuild = (not self.find_unused) or self.static_graph
@@ -219,6 +226,7 @@ class Reducer:
         """Called by a forward inside no_sync(): the hooks of its backward do nothing."""
         self._expect_hooks = False
         self._finalized = False
+        self._withdraw_offers()
 
     def prepare_for_backward(self, outputs: Any, div_factor: float) -> None:
         """Called at the end of a synchronizing forward: arm the hooks for one backward."""
@@ -249,7 +257,27 @@ class Reducer:
         else:
             self._unused = []
         self._unused_set = set(self._unused)
+        self._offer_slots()
         self.stats = {"forward_end": time.monotonic(), "launch_times": [], "first_hook": None}
+
+    def _offer_slots(self) -> None:
+        """Offer each parameter without a ``.grad`` its bucket slot as the place where
+        backward computes its gradient (see :func:`~axonml.autograd.offer_grad_buffer`):
+        a gradient computed there needs no copy into the bucket."""
+        params, unused = self.params, self._unused_set
+        for b in self._buckets:
+            views = b.views
+            for k, i in enumerate(b.param_ids):
+                p = params[i]
+                if p.grad is None and i not in unused:
+                    offer_grad_buffer(p, views[k])
+                    self._offered = True
+
+    def _withdraw_offers(self) -> None:
+        if self._offered:
+            self._offered = False
+            for p in self.params:
+                offer_grad_buffer(p, None)
 
     def _find_unused(self, outputs: Any) -> list[int]:
         reached = reached_leaves(outputs)
@@ -303,9 +331,11 @@ class Reducer:
             self._ready_order.append(i)
         if g is None:
             view.fill(0)
-        elif self.as_view and g is b.view_tensors[k]:
+        elif g._data is view:  # computed in its slot (an offered buffer), or the slot handed out as .grad
             if inv is not None and inv != 1.0:
                 xp.multiply(view, inv, out=view)
+            if self.as_view and g is not b.view_tensors[k]:
+                p.grad = b.view_tensors[k]
         else:
             if inv is None or inv == 1.0:
                 view[...] = g._data
@@ -378,6 +408,7 @@ class Reducer:
     def _finalize(self) -> None:
         """Wait for every bucket (in order), then write the averaged gradients back."""
         self._expect_hooks = False
+        self._withdraw_offers()
         self.stats["finalize_start"] = time.monotonic()
         for b in self._buckets:
             out = self._wait_bucket(b)

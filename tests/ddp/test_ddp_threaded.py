@@ -1,6 +1,8 @@
 """DistributedDataParallel on the in-process threaded backend: parity with one process on
 the global batch, buckets, no_sync, unused parameters, buffers, errors, mixed precision."""
 
+import importlib
+
 import numpy as np
 import pytest
 import torch
@@ -307,6 +309,28 @@ def test_second_backward_before_the_reduction_finished_is_an_error(caplog):
 
     assert run_threaded(2, body) == ["ok", "ok"]
     assert "not averaged across ranks" in caplog.text
+
+
+@pytest.mark.parametrize("as_view", [False, True])
+def test_linear_weight_gradients_are_computed_in_their_bucket_slots(monkeypatch, as_view):
+    linalg = importlib.import_module("axonml.tensor.ops.linalg")  # (ax.tensor is the factory function)
+    taken = []
+    claim = linalg.claim_grad_buffer
+
+    def spy(node, index, shape, dtype):
+        buf = claim(node, index, shape, dtype)
+        taken.append(buf is not None)
+        return buf
+
+    monkeypatch.setattr(linalg, "claim_grad_buffer", spy)
+    batches = _batches(3, 12)
+    ref = oracle_steps(SEED, DATA, batches)  # no offers there: every claim it makes finds none
+    assert not any(taken)
+    results = run_threaded(2, lambda r: _train_ddp(r, 2, batches, gradient_as_bucket_view=as_view))
+    for snaps, _ in results:
+        for step, (got, want) in enumerate(zip(snaps, ref)):
+            assert max_diff(got, want) < 2e-6, (step, max_diff(got, want))
+    assert sum(taken) == 2 * 3 * 2  # ranks x steps x the two Linear weights: no copy into the bucket
 
 
 def test_gradient_as_bucket_view_grads_live_in_the_bucket():

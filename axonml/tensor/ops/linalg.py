@@ -20,8 +20,10 @@ from typing import Any
 import numpy as np
 
 from ...autograd.autocast import upcast_dtype
+from ...autograd.engine import claim_grad_buffer
 from ...autograd.function import Function
 from ...errors import ShapeError
+from ...runtime.devices.kernels import _is_low_float
 from ...runtime.devices.kernels import matmul as _mm
 from .._helpers import norm_dim, sum_to_shape
 from .linalg_einsum import check_tensors as _check_tensors
@@ -262,7 +264,13 @@ class Linear(Function):
         need = ctx.needs_input_grad
         g2 = g.reshape(-1, w.shape[0])  # (M, out)
         gx = _mm(xp, g2, w).reshape(x.shape) if need[0] else None
-        gw = _mm(xp, g2.T, x.reshape(-1, x.shape[-1])) if need[1] else None
+        gw = None
+        if need[1]:
+            x2 = x.reshape(-1, x.shape[-1])
+            # straight into the weight's gradient storage when one is offered (DDP's bucket slot)
+            plain = w.ndim == 2 and not _is_low_float(w.dtype) and x.dtype == w.dtype == g2.dtype
+            out = claim_grad_buffer(ctx, 1, w.shape, w.dtype) if plain else None
+            gw = _mm(xp, g2.T, x2) if out is None else xp.matmul(g2.T, x2, out=out)
         gb = None
         if ctx.has_b and need[2]:  # low-precision sums accumulate in float32
             gb = _up(g2).sum(axis=0).astype(w.dtype, copy=False)
