@@ -15,10 +15,11 @@ Note on shared-resident buffers: when the group has shared buffers (see
 :mod:`.shm_arena`), a large collective starts with an *entry* phase in which every rank
 publishes where its tensor lives (arena id, offset) along with the check digest. When
 every rank's tensor lives in shared memory, ranks read each other's tensors in place (no
-copy in or out): all-reduce reduces segment r of chunk k straight into rank r's tensor
-and copies the other segments from their owners' tensors a phase later; an *exit* phase
-then keeps every rank from returning (and overwriting its tensor) while another still
-reads it. Otherwise the staged algorithm runs (the entry phase has done the check).
+copy in or out): all-reduce has rank r reduce segment r of every chunk and write it into
+every rank's tensor (no phase per chunk: nobody else reads or writes segment r, so a rank
+descheduled by its own compute delays the others only at the end); an *exit* phase then
+keeps every rank from returning (and overwriting its tensor) while another still reads
+or writes it. Otherwise the staged algorithm runs (the entry phase has done the check).
 
 Note on order: every reduction combines ranks in rank order (the same bits as the
 socket path and as the one-phase small all-reduce); an operand may be the output itself
@@ -143,10 +144,12 @@ def _copy_results(ch: Any, flat: np.ndarray, lo: int, s: int, b: list[int]) -> N
 
 
 def _allreduce_resident(ch: Any, flat: np.ndarray, op: ReduceOp, locs: list, what: object) -> None:
-    """Every rank's array lives in shared memory: reduce segment r of each chunk into rank
-    r's array, copy the other segments from their owners one phase later; exit phase."""
+    """Every rank's array lives in shared memory: rank r reduces segment r of each chunk and
+    writes it into every rank's array; then the exit phase. No phase per chunk: segment r
+    of any array is read and written by rank r alone until the exit."""
     n, r, dt, isz, m = ch.n, ch.rank, flat.dtype, flat.itemsize, flat.size
     arrays = [flat if j == r else _peer(ch, j, locs[j], flat.nbytes, dt) for j in range(n)]
+    others = [x for j, x in enumerate(arrays) if j != r]
     per = max(n, (_RESIDENT_CHUNK // isz) // n * n)
     fn, avg = UFUNCS[op._value_], op is ReduceOp.AVG
     scratch: list[np.ndarray] = []
@@ -156,28 +159,17 @@ def _allreduce_resident(ch: Any, flat: np.ndarray, op: ReduceOp, locs: list, wha
             scratch.append(np.empty(per // n + 1, dt))
         return scratch[0]
 
-    prev: tuple | None = None
     full = _bounds(per, n)
     for lo in range(0, m, per):
         c = min(per, m - lo)
         b = full if c == per else _bounds(c, n)
         a, z = lo + b[r], lo + b[r + 1]
         if z > a:
-            reduce_segments(fn, [x[a:z] for x in arrays], flat[a:z], lambda z=z, a=a: tmp()[:z - a], r, avg)
-        if prev is not None:
-            _copy_segments(arrays, r, *prev)
-        ch.step(what)  # chunk lo is reduced everywhere
-        prev = (lo, b)
-    if prev is not None:
-        _copy_segments(arrays, r, *prev)
-    ch.step(what)  # exit: nobody returns (and overwrites its array) while another still reads it
-
-
-def _copy_segments(arrays: list, r: int, lo: int, b: list[int]) -> None:
-    mine = arrays[r]
-    for j, x in enumerate(arrays):
-        if j != r and b[j + 1] > b[j]:
-            mine[lo + b[j]:lo + b[j + 1]] = x[lo + b[j]:lo + b[j + 1]]
+            out = flat[a:z]
+            reduce_segments(fn, [x[a:z] for x in arrays], out, lambda z=z, a=a: tmp()[:z - a], r, avg)
+            for x in others:  # from the caches: the chunk was just reduced
+                x[a:z] = out
+    ch.step(what)  # exit: every segment is in every array, and nobody reads another's array any more
 
 
 # -- broadcast -------------------------------------------------------------------------------------------
