@@ -12,14 +12,15 @@ from it (not with ``find_unused_parameters`` unless ``static_graph``: a dynamic 
 no stable order; PyTorch does the same).
 
 Note on the hot path: every parameter gets a post-accumulate-grad hook. When it fires,
-the gradient is copied into its slot of the bucket while being multiplied by
-``1 / world_size`` (one pass), unless it already is that slot: then it is scaled in
-place. At the end of each synchronizing forward every parameter without a ``.grad`` is
-offered its slot as the place to compute its gradient
-(:func:`~axonml.autograd.offer_grad_buffer`; Linear layers take it for their weights), so
-most gradients of a typical model are born in the bucket and the copy is skipped (a
-4-layer 1024-wide MLP: 2.4 ms less per step here); offers are withdrawn when the
-reduction ends and inside ``no_sync()``. A bucket whose slots are all filled is *ready*;
+the gradient is copied into its slot of the bucket, unless it already is that slot. At
+the end of each synchronizing forward every parameter without a ``.grad`` is offered its
+slot as the place to compute its gradient (:func:`~axonml.autograd.offer_grad_buffer`;
+Linear layers take it for their weights), so most gradients of a typical model are born
+in the bucket and the copy is skipped (a 4-layer 1024-wide MLP: 2.4 ms less per step
+here); offers are withdrawn when the reduction ends and inside ``no_sync()``. The
+all-reduce averages: AVG divides each reduced chunk by the group size while it is in the
+caches (a join with another divisor scales gradients as they enter the bucket instead).
+A bucket whose slots are all filled is *ready*;
 ready buckets are launched strictly in bucket order (bucket k+1 waits for bucket k to be
 launched even if it filled first), so every rank submits the same all-reduces in the same
 order and the backend's sequence numbers agree. All-reduces run on the group's
@@ -126,7 +127,8 @@ class Reducer:
         self._used_work: Work | None = None
         self._next = 0
         self._offered = False  # bucket slots were offered as gradient buffers (see _offer_slots)
-        self._inv_div: float | None = 1.0 / self.world_size
+        self._inv_div: float | None = 1.0 / self.world_size  # gradients scaled as they enter the bucket (None: not)
+        self._reduce_op = ReduceOp.SUM  # of the built-in all-reduce (see _set_division)
         # bucket rebuilding from the observed order
         self._should_rebuild = (not self.find_unused) or self.static_graph
         self._has_rebuilt = False
@@ -244,8 +246,7 @@ class Reducer:
         # which gradients exist before this backward: those keep their identity (values are
         # copied into them); gradients backward creates are replaced by bucket slots instead
         self._grads_before = [None if p.grad is None else weakref.ref(p.grad) for p in self.params]
-        if self._comm_hook is None:
-            self._inv_div = 1.0 / float(div_factor)
+        self._set_division(div_factor)
         self._record_order = self._should_rebuild and not self._has_rebuilt
         self._ready_order = []
         if self.static_graph:  # the graph is walked once; its unused set holds for every iteration
@@ -259,6 +260,17 @@ class Reducer:
         self._unused_set = set(self._unused)
         self._offer_slots()
         self.stats = {"forward_end": time.monotonic(), "launch_times": [], "first_hook": None}
+
+    def _set_division(self, div_factor: float) -> None:
+        """How the built-in all-reduce averages: dividing by the group size is the reduction's
+        own (AVG, on each reduced chunk while it is in the caches: no pass over the gradients);
+        another divisor (join with ``divide_by_initial_world_size=False``) scales each gradient
+        as it enters its bucket, then SUM. Every rank of an iteration gets the same divisor."""
+        if self._comm_hook is not None:
+            return
+        avg = self.world_size > 1 and float(div_factor) == float(self.world_size)
+        self._reduce_op = ReduceOp.AVG if avg else ReduceOp.SUM
+        self._inv_div = None if avg else 1.0 / float(div_factor)
 
     def _offer_slots(self) -> None:
         """Offer each parameter without a ``.grad`` its bucket slot as the place where
@@ -364,7 +376,7 @@ class Reducer:
             self.stats["launch_times"].append(b.launch_t)
         b.written = ()
         if self._comm_hook is None:
-            work = all_reduce(b.buffer, ReduceOp.SUM, group=self.group, async_op=True)
+            work = all_reduce(b.buffer, self._reduce_op, group=self.group, async_op=True)
             if write_back and not self.as_view:
                 # gradients that must keep their identity get the averaged values on the
                 # communication thread as soon as this bucket is reduced (still in the caches)
@@ -458,8 +470,7 @@ class Reducer:
     def shadow_backward(self, div_factor: float) -> None:
         """Run the collectives of one synchronized backward with zero gradients (a joined rank)."""
         self._expect_hooks = False
-        if self._comm_hook is None:
-            self._inv_div = 1.0 / float(div_factor)
+        self._set_division(div_factor)
         for b in self._buckets:
             b.select_free()  # this rank's gradients may still refer to the current buffer
             b.buffer._data.fill(0)
