@@ -102,6 +102,11 @@ def worker(system: str, rank: int, world: int, sizes: list[int], iters: int, out
             }, shard
 
         barrier = dist.barrier
+
+        def table_bcast(flag):
+            t = ax.from_numpy(flag)
+            dist.broadcast(t, 0)
+            return bool(t.numpy()[0])
     elif system == "gloo":
         import torch
         import torch.distributed as tdist
@@ -123,6 +128,11 @@ def worker(system: str, rank: int, world: int, sizes: list[int], iters: int, out
             return torch.ones(count)
 
         barrier = tdist.barrier
+
+        def table_bcast(flag):
+            t = torch.from_numpy(flag)
+            tdist.broadcast(t, 0)
+            return bool(t[0].item())
     elif system == "mpi4py":
         from mpi4py import MPI
 
@@ -143,15 +153,27 @@ def worker(system: str, rank: int, world: int, sizes: list[int], iters: int, out
             }, shard
 
         barrier = comm.Barrier
+
+        def table_bcast(flag):
+            comm.Bcast(flag, 0)
+            return bool(flag[0])
     else:
         raise SystemExit(f"unknown system {system}")
 
     mk_out = [None]
     # settle before the first sample (every system alike): right after start-up the first size's
-    # latency measured 2x its steady value (background start-up work still running in the ranks)
+    # latency measured 2x its steady value (background start-up work still running in the ranks,
+    # idle cores waking up): half a second of rest, then two seconds of barriers (rank 0's clock)
     time.sleep(0.5)
-    for _ in range(200):
-        barrier()
+    flag = np.zeros(1, np.int64)
+    t_end = time.perf_counter() + 2.0
+    while True:
+        for _ in range(100):
+            barrier()
+        flag[0] = rank == 0 and time.perf_counter() < t_end
+        go = table_bcast(flag)
+        if not go:
+            break
     for nbytes in sizes:
         count = nbytes // 4
         count -= count % n
@@ -256,6 +278,10 @@ def main() -> None:
     copy = memcpy_gbs()
     print(f"memory copy (64 MiB, one thread): {copy:.2f} GB/s  -- the physical limit for a one-copy transfer")
     rows = []
+    # a discarded run first: the first ranks started after this machine sat idle measured up to 2x
+    # slower at 1 MiB than the same ranks started again right after (memory and cores waking up)
+    print(f"warm-up run of {a.systems[0]} (discarded) ...", flush=True)
+    run_system(a.systems[0], 2, [4096, 2**20], 20)
     for world in a.ranks:
         table = {}
         for system in a.systems:
