@@ -275,7 +275,10 @@ class Reducer:
     def _offer_slots(self) -> None:
         """Offer each parameter without a ``.grad`` its bucket slot as the place where
         backward computes its gradient (see :func:`~axonml.autograd.offer_grad_buffer`):
-        a gradient computed there needs no copy into the bucket."""
+        a gradient computed there needs no copy into the bucket. CPU buckets only: the CUDA
+        path (which copies its slots out at the end) has not been measured with it."""
+        if self._device.type != "cpu":
+            return
         params, unused = self.params, self._unused_set
         for b in self._buckets:
             views = b.views
