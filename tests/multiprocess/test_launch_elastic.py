@@ -26,13 +26,13 @@ def plain_params(tmp_path_factory):
     return load_params(out)
 
 
-def _agent(tmp_path, port, node_rank=None):
+def _agent(tmp_path, port, node_rank=None, sleep=0.15):
     token = tmp_path / "token"
     token.write_text("elastic-token")
     args = ["--nodes", "1:2", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "elastic", "--rdzv-token-file",
             str(token), "--max-restarts", "3", "--rdzv-conf", CONF]
     args += ["--node-rank", str(node_rank)] if node_rank is not None else []
-    return Launch(args + [TRAIN, "--steps", str(STEPS), "--sleep", "0.15", "--ckpt-dir", str(tmp_path / "ckpt"), "--out",
+    return Launch(args + [TRAIN, "--steps", str(STEPS), "--sleep", str(sleep), "--ckpt-dir", str(tmp_path / "ckpt"), "--out",
                           str(tmp_path / "final.safetensors")])
 
 
@@ -64,10 +64,12 @@ def test_losing_a_node_above_min_restarts_the_job_at_the_smaller_size(tmp_path, 
 @pytest.mark.timeout(90)
 def test_a_node_joining_later_is_admitted_at_the_next_generation(tmp_path, plain_params):
     port = free_port()
-    a = _agent(tmp_path, port, node_rank=0)
+    # slow steps: b must arrive before a finishes alone, even when a loaded machine starts b slowly (at 0.15 s
+    # per step a CI run finished all steps first)
+    a = _agent(tmp_path, port, node_rank=0, sleep=0.5)
     try:
         a.wait_for("[rank0]: rank 0: step 2 ")
-        b = _agent(tmp_path, port)
+        b = _agent(tmp_path, port, sleep=0.5)
         assert b.wait(60) == 0, b.output
         assert a.wait(30) == 0, a.output
     finally:

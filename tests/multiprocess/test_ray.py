@@ -40,7 +40,13 @@ def cluster():
     os.environ["PYTHONPATH"] = os.pathsep.join([REPO, HERE] + ([saved["PYTHONPATH"]] if saved["PYTHONPATH"] else []))
     os.environ["RAY_AUTH_MODE"] = "disabled"
     os.environ["OMP_NUM_THREADS"] = "1"
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=tmp, log_to_driver=True)
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, _temp_dir=tmp, log_to_driver=True)
+    except Exception as e:  # Ray's own 30 s start-up wait ran out (seen on a loaded CI machine): one more try
+        if "timed out during startup" not in str(e):
+            raise
+        ray.shutdown()
+        ray.init(num_cpus=2, include_dashboard=False, _temp_dir=tmp, log_to_driver=True)
     try:
         yield ray
     finally:
