@@ -117,6 +117,8 @@ def offer_grad_buffer(leaf: TensorBase, buffer: Any) -> bool:
     :func:`claim_grad_buffer`), and only while ``leaf.grad`` is None; the caller must not
     use the array for anything else until that backward ends or it withdraws the offer.
     """
+    if buffer is not None and not (hasattr(buffer, "shape") and hasattr(buffer, "dtype")):
+        raise TypeError(f"offer_grad_buffer: buffer must be an array (NumPy or CuPy) or None, got {type(buffer).__name__}")
     ref = leaf._acc
     acc = ref() if ref is not None else None
     if acc is None:

@@ -73,3 +73,10 @@ def test_an_unsuitable_or_withdrawn_offer_is_not_taken(case):
 def test_no_offer_to_a_leaf_outside_any_graph():
     _, w, _ = _setup()
     assert not offer_grad_buffer(w, np.zeros((3, 4), np.float32))
+
+
+def test_an_offer_that_is_not_an_array_is_refused():
+    x, w, b = _setup()
+    F.linear(x, w, b)
+    with pytest.raises(TypeError, match="must be an array"):
+        offer_grad_buffer(w, [[0.0] * 4] * 3)
